@@ -1,0 +1,24 @@
+# The two commands a newcomer needs: `make test` and (later) `make demo`.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# Tests and tools talk to loopback only; DDS discovery stays on this host.
+export ROS_AUTOMATIC_DISCOVERY_RANGE ?= LOCALHOST
+
+.PHONY: setup test lint bench clean
+
+setup:
+	@bash scripts/setup-dev.sh
+
+test: setup
+	$(PY) -m ruff check src test bench
+	$(PY) -m pytest
+
+lint: setup
+	$(PY) -m ruff check src test bench
+	$(PY) -m ruff format --check src test bench
+
+bench: setup
+	$(PY) bench/bench_driver.py --json bench/results/driver.json
+
+clean:
+	rm -rf $(VENV) build install log .pytest_cache

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Prepare a fresh Debian/Ubuntu machine for the tests, benchmarks and demo:
+#   - the Debian prosody package (the XMPP server the tests start privately on loopback ports),
+#   - a virtualenv in .venv with this package (editable), its test extras and the ROS 2 wheels.
+# Idempotent: a second run only checks. Needs root or sudo for apt, only when prosody is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${VENV:-.venv}
+PYTHON=${PYTHON:-python3}
+
+as_root() {
+  if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
+    echo "setup-dev: need root (or sudo) to run: $*" >&2; return 1; fi
+}
+
+if ! command -v prosody >/dev/null 2>&1 && [ ! -x /usr/bin/prosody ]; then
+  echo "setup-dev: installing prosody (Debian package)"
+  # Keep the package's system service from starting: the tests run their own instance on
+  # loopback ports, and a stray server on 5222/5269 is nobody's business.
+  created_policy=0
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    as_root sh -c 'printf "#!/bin/sh\nexit 101\n" > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d'
+    created_policy=1
+  fi
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+    prosody lua-sec lua-unbound >/dev/null || \
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prosody >/dev/null
+  [ "$created_policy" = 1 ] && as_root rm -f /usr/sbin/policy-rc.d
+fi
+
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "setup-dev: creating $VENV"
+  "$PYTHON" -m venv "$VENV"
+fi
+stamp="$VENV/.installed-$(cat setup.py requirements-ros-wheels.txt | sha1sum | cut -c1-12)"
+if [ ! -e "$stamp" ]; then
+  echo "setup-dev: installing Python packages into $VENV (first run takes a few minutes)"
+  "$VENV/bin/python" -m pip install -q --upgrade pip setuptools wheel 2>&1 | grep -v "^WARNING: Location" || true
+  "$VENV/bin/python" -m pip install -q -e ".[test]" -r requirements-ros-wheels.txt 2>&1 \
+    | grep -v "^WARNING: Location" || true
+  "$VENV/bin/python" -c "import jitsi_teleop, dexter_driver, rclpy, aiortc, slixmpp" 
+  rm -f "$VENV"/.installed-*
+  touch "$stamp"
+fi
+echo "setup-dev: ready ($VENV)"

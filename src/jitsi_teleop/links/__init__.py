@@ -1,0 +1,1 @@
+"""Links that carry frames between the two sites (MUC slow path, P2P data channel)."""

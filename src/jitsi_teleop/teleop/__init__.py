@@ -1,0 +1,1 @@
+"""Pure teleoperation control logic (safety filter, force feedback, passivity)."""

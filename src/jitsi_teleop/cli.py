@@ -1,0 +1,103 @@
+"""``jitsi-teleop`` command line: argument parsing and wiring only.
+
+Subcommands register themselves in ``build_parser``; each has a ``run`` function that returns
+the process exit status.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Sequence
+
+
+def _add_doctor(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "doctor",
+        help="check that a Jitsi room (or plain XMPP MUC) works for teleoperation",
+        description="Connect, join, list teleop endpoints, report STUN/TURN and round trips. "
+        "Exit status 0 when everything worked; otherwise a one-line reason.",
+    )
+    p.add_argument(
+        "meeting_url",
+        nargs="?",
+        help="meeting URL, e.g. https://meet.example.org/MyRoom (reads config.js)",
+    )
+    p.add_argument("--websocket", help="XMPP WebSocket URL (ws:// or wss://)")
+    p.add_argument("--tcp", metavar="HOST:PORT", help="plain XMPP over TCP instead")
+    p.add_argument("--domain", help="XMPP domain (hosts.domain)")
+    p.add_argument("--muc", help="MUC domain (default conference.<domain>)")
+    p.add_argument("--room", help="room name (default: from the meeting URL)")
+    p.add_argument("--focus", help="focus component JID (default focus.<domain> with a URL)")
+    p.add_argument("--no-focus", action="store_true", help="do not send the conference IQ")
+    p.add_argument("--password", help="room password")
+    p.add_argument("--token", help="JWT for token-authenticated deployments")
+    p.add_argument(
+        "--insecure",
+        action="store_true",
+        help="do not verify TLS certificates (self-signed test servers only)",
+    )
+    p.add_argument("--timeout", type=float, default=20.0, help="overall time limit (s)")
+    p.add_argument(
+        "--require-turn", action="store_true", help="fail when the server announces no TURN server"
+    )
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("-v", "--verbose", action="store_true", help="log XMPP details to stderr")
+    p.set_defaults(run=_run_doctor)
+
+
+def _run_doctor(args: argparse.Namespace) -> int:
+    from .room.doctor import DoctorOptions, run_doctor
+
+    opts = DoctorOptions(
+        meeting_url=args.meeting_url,
+        websocket=args.websocket,
+        tcp=args.tcp,
+        domain=args.domain,
+        muc=args.muc,
+        room=args.room,
+        focus=args.focus,
+        no_focus=args.no_focus,
+        password=args.password,
+        token=args.token,
+        insecure=args.insecure,
+        timeout=args.timeout,
+        require_turn=args.require_turn,
+    )
+    report = asyncio.run(run_doctor(opts))
+    if args.json:
+        print(json.dumps(report.as_dict(), indent=2))
+    else:
+        print(report.human())
+    if not report.ok:
+        print(f"jitsi-teleop doctor: {report.kind}: {report.reason}", file=sys.stderr)
+    return report.exit_code
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="jitsi-teleop", description="Teleoperate a robot arm through a Jitsi Meet room."
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _add_doctor(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "run", None):
+        parser.print_help()
+        return 2
+    logging.basicConfig(
+        level=logging.DEBUG if getattr(args, "verbose", False) else logging.CRITICAL,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
+    return args.run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

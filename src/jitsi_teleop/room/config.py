@@ -1,0 +1,153 @@
+"""Connection and room settings, and the errors the room layer raises."""
+
+from __future__ import annotations
+
+import re
+import secrets
+from dataclasses import dataclass, field
+
+_NICK_RE = re.compile(r"^[0-9a-f]{8}$")
+_ROOM_RE = re.compile(r"^[^\s@/\"&'<>:]{1,256}$")
+_KEY_RE = re.compile(r"^[0-9a-f]{0,64}$")
+_ROBOT_RE = re.compile(r"^[A-Za-z0-9_.\-]{0,64}$")
+
+
+def new_nick() -> str:
+    """An 8-hex-digit nick: Jitsi uses the nick as endpoint id and validates its form."""
+    return secrets.token_hex(4)
+
+
+class RoomError(Exception):
+    """Joining or staying in the room failed; ``reason`` is one short human-readable line."""
+
+    kind = "error"
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class ConnectError(RoomError):
+    """The server could not be reached or the stream could not be set up."""
+
+    kind = "unreachable"
+
+
+class TlsError(ConnectError):
+    kind = "tls"
+
+
+class AuthError(RoomError):
+    kind = "auth"
+
+
+class JoinError(RoomError):
+    """The MUC refused the join; ``condition`` is the XMPP error condition."""
+
+    kind = "join"
+
+    def __init__(self, reason: str, condition: str = "") -> None:
+        super().__init__(reason)
+        self.condition = condition
+
+
+class FocusError(RoomError):
+    kind = "focus"
+
+    def __init__(self, reason: str, condition: str = "") -> None:
+        super().__init__(reason)
+        self.condition = condition
+
+    @property
+    def focus_absent(self) -> bool:
+        """The server has no such focus component (plain Prosody), as opposed to a refusal."""
+        if self.condition == "not-allowed":  # Prosody without s2s: "remote domains"
+            return "remote domain" in self.reason
+        return self.condition in (
+            "remote-server-not-found",
+            "remote-server-timeout",
+            "service-unavailable",
+            "item-not-found",
+            "feature-not-implemented",
+            "recipient-unavailable",
+        )
+
+
+@dataclass
+class RoomConfig:
+    """Everything needed to join one room; all values explicit (see ``discovery`` to fill it
+    from a meeting URL).
+
+    Exactly one of ``websocket_url`` or ``tcp_host`` selects the transport. ``focus`` is the
+    focus component JID (``focus.<domain>`` on Jitsi); None skips the conference IQ (plain
+    Prosody); a focus that does not exist on the server is skipped unless
+    ``focus_required``.
+    """
+
+    room: str
+    domain: str
+    muc_domain: str = ""
+    websocket_url: str | None = None
+    tcp_host: str | None = None
+    tcp_port: int = 5222
+    focus: str | None = None
+    focus_required: bool = False
+    password: str | None = None
+    token: str | None = None
+    insecure: bool = False
+    nick: str = field(default_factory=new_nick)
+    display_name: str = "jitsi-teleop"
+    # what we announce in presence
+    teleop_role: str | None = "leader"
+    robot: str = ""
+    key_id: str = ""
+    # timing
+    connect_timeout: float = 10.0
+    join_timeout: float = 10.0
+    focus_timeout: float = 30.0
+    ping_interval: float = 10.0
+    ping_timeout: float = 5.0
+    ping_failures: int = 2
+    reconnect: bool = True
+    #: occupants that vanished for technical reasons (missing from the roster after our
+    #: rejoin, or removed with MUC status 332/333: server shutdown, connection lost) are kept
+    #: this long before they are reported as left, so a restart does not churn the peer list
+    rejoin_grace: float = 10.0
+    backoff_initial: float = 0.5
+    backoff_max: float = 30.0
+    # The server's per-client rate limit (mod_limits, 10 kB/s on stock Jitsi) and stanza size
+    # limit. Prosody 0.12 on epoll enforces the rate without any burst: after reading N bytes
+    # it stops reading for N/rate seconds, so a burst of ours would only queue at the server
+    # and add latency. Hence a rate a bit under the limit and a burst of about one frame.
+    rate_bytes_per_s: float = 9000.0
+    burst_bytes: float = 600.0
+    max_stanza_bytes: int = 256 * 1024 - 16 * 1024
+    # answers to IQs routed from other occupants (hostile floods must not eat the budget)
+    iq_replies_per_s: float = 5.0
+
+    def __post_init__(self) -> None:
+        self.room = self.room.strip().lower()
+        if not _ROOM_RE.match(self.room):
+            raise ValueError(f"invalid room name {self.room!r}")
+        if not self.domain:
+            raise ValueError("domain is required")
+        if not self.muc_domain:
+            self.muc_domain = f"conference.{self.domain}"
+        self.muc_domain = self.muc_domain.lower()
+        if bool(self.websocket_url) == bool(self.tcp_host):
+            raise ValueError("give exactly one of websocket_url or tcp_host")
+        if self.websocket_url and not self.websocket_url.startswith(("ws://", "wss://")):
+            raise ValueError(f"websocket_url must be ws:// or wss://: {self.websocket_url!r}")
+        if not _NICK_RE.match(self.nick):
+            raise ValueError(f"nick must be 8 lower-case hex digits: {self.nick!r}")
+        if self.teleop_role is not None and self.teleop_role not in ("leader", "follower"):
+            raise ValueError(f"teleop_role must be leader, follower or None: {self.teleop_role!r}")
+        # the same rules peers apply to our presence (stanzas.TeleopPresence.validate)
+        if not _KEY_RE.match(self.key_id):
+            raise ValueError(f"key_id must be up to 64 lower-case hex digits: {self.key_id!r}")
+        if not _ROBOT_RE.match(self.robot):
+            raise ValueError(f"robot must be up to 64 of [A-Za-z0-9_.-]: {self.robot!r}")
+
+    @property
+    def room_jid(self) -> str:
+        return f"{self.room}@{self.muc_domain}"

@@ -22,9 +22,15 @@ OFFSET = 1_234_567_890  # remote clock minus local clock, µs
 class SimRemote:
     """A remote clock with an offset and a rate error, and a link with random delays."""
 
-    def __init__(self, offset: float = OFFSET, drift_ppm: float = 0.0, seed: int = 0,
-                 base_us: float = 5_000, jitter_us: float = 3_000,
-                 asym_us: float = 0.0) -> None:
+    def __init__(
+        self,
+        offset: float = OFFSET,
+        drift_ppm: float = 0.0,
+        seed: int = 0,
+        base_us: float = 5_000,
+        jitter_us: float = 3_000,
+        asym_us: float = 0.0,
+    ) -> None:
         self.offset, self.drift = offset, drift_ppm * 1e-6
         self.rng = random.Random(seed)
         self.base, self.jitter, self.asym = base_us, jitter_us, asym_us
@@ -51,8 +57,9 @@ def test_offset_and_rtt_formulas() -> None:
     s.check()
 
 
-@pytest.mark.parametrize("s", [ClockSample(100, 0, 0, 99), ClockSample(0, 10, 9, 20),
-                               ClockSample(0, 10, 50, 20)])
+@pytest.mark.parametrize(
+    "s", [ClockSample(100, 0, 0, 99), ClockSample(0, 10, 9, 20), ClockSample(0, 10, 50, 20)]
+)
 def test_impossible_samples_refused_and_counted(s: ClockSample) -> None:
     with pytest.raises(ClockError):
         s.check()
@@ -152,8 +159,7 @@ def test_window_is_bounded() -> None:
 
 
 def test_conversions() -> None:
-    e = ClockEstimate(offset_us=OFFSET, rtt_us=100, error_us=50, drift_ppm=0.0, at_us=0,
-                      samples=1)
+    e = ClockEstimate(offset_us=OFFSET, rtt_us=100, error_us=50, drift_ppm=0.0, at_us=0, samples=1)
     sent_remote = OFFSET + 1_000_000
     assert e.to_local(sent_remote) == 1_000_000
     assert e.one_way_latency_us(sent_remote, 1_004_000) == 4_000

@@ -49,8 +49,14 @@ FP_EVIL = "sha-256 " + ":".join(["ee"] * 32)
 LEADER, FOLLOWER, INTRUDER = "1eade400", "f0110e00", "badbad00"
 
 
-def make(role: Role, nick: str, secret: Secret = SECRET, room: str = "Lab-Room",
-         fps: tuple[str, ...] = (), **kw: object) -> Pairing:
+def make(
+    role: Role,
+    nick: str,
+    secret: Secret = SECRET,
+    room: str = "Lab-Room",
+    fps: tuple[str, ...] = (),
+    **kw: object,
+) -> Pairing:
     if not fps:
         fps = (FP_L,) if role is Role.LEADER else (FP_F,)
     return Pairing(secret, role, room, nick, fps, **kw)  # type: ignore[arg-type]
@@ -135,10 +141,14 @@ def test_deterministic_randomness_gives_identical_transcripts() -> None:
         rnd = random.Random(seed)
         return lambda n: bytes(rnd.getrandbits(8) for _ in range(n))
 
-    a = run(make(Role.LEADER, LEADER, random_bytes=det(1)),
-            make(Role.FOLLOWER, FOLLOWER, random_bytes=det(2)))
-    b = run(make(Role.LEADER, LEADER, random_bytes=det(1)),
-            make(Role.FOLLOWER, FOLLOWER, random_bytes=det(2)))
+    a = run(
+        make(Role.LEADER, LEADER, random_bytes=det(1)),
+        make(Role.FOLLOWER, FOLLOWER, random_bytes=det(2)),
+    )
+    b = run(
+        make(Role.LEADER, LEADER, random_bytes=det(1)),
+        make(Role.FOLLOWER, FOLLOWER, random_bytes=det(2)),
+    )
     assert a[0].send_key == b[0].send_key and a[0].session_id == b[0].session_id
 
 
@@ -150,8 +160,7 @@ def test_room_name_is_case_insensitive_and_bound() -> None:
     # rewriting the room field of a captured INIT does not help: the MAC key is room-bound
     m1 = make(Role.LEADER, LEADER, room="lab-a").initiate(FOLLOWER)
     with pytest.raises(AuthenticationFailed):
-        make(Role.FOLLOWER, FOLLOWER, room="lab-b").handle(m1.replace(b"lab-a", b"lab-b"),
-                                                            LEADER)
+        make(Role.FOLLOWER, FOLLOWER, room="lab-b").handle(m1.replace(b"lab-a", b"lab-b"), LEADER)
 
 
 def test_message_sizes_are_small() -> None:
@@ -190,8 +199,9 @@ def test_fingerprint_tampered_in_handshake_is_refused(which: int) -> None:
     lp, fp = leader(), follower()
     m1 = lp.initiate(FOLLOWER)
     if which == 0:
-        bad = m1.replace(normalize_fingerprint(FP_L).encode(),
-                         normalize_fingerprint(FP_EVIL).encode())
+        bad = m1.replace(
+            normalize_fingerprint(FP_L).encode(), normalize_fingerprint(FP_EVIL).encode()
+        )
         assert bad != m1
         with pytest.raises(AuthenticationFailed):
             fp.handle(bad, LEADER)
@@ -348,8 +358,18 @@ def test_init_addressed_to_someone_else_refused() -> None:
 def test_low_order_ephemeral_key_refused() -> None:
     fp = follower()
     lp = leader()
-    body = _encode_hello(MsgType.INIT, Role.LEADER, lp.room, LEADER, FOLLOWER, lp._key_id,
-                         os.urandom(32), b"\x00" * 32, (), None)
+    body = _encode_hello(
+        MsgType.INIT,
+        Role.LEADER,
+        lp.room,
+        LEADER,
+        FOLLOWER,
+        lp._key_id,
+        os.urandom(32),
+        b"\x00" * 32,
+        (),
+        None,
+    )
     with pytest.raises(AuthenticationFailed, match="ephemeral"):
         fp.handle(body + _mac(lp._init_key, body), LEADER)
     assert fp.session is None
@@ -571,7 +591,8 @@ def test_passphrase_mismatch_is_key_mismatch() -> None:
     s2 = secret_from_passphrase("correct horse battery!", "lab", n=1 << 10)
     with pytest.raises(KeyMismatch):
         make(Role.FOLLOWER, FOLLOWER, secret=s2, room="lab").handle(
-            make(Role.LEADER, LEADER, secret=s1, room="lab").initiate(FOLLOWER), LEADER)
+            make(Role.LEADER, LEADER, secret=s1, room="lab").initiate(FOLLOWER), LEADER
+        )
 
 
 def test_key_id_is_short_stable_and_not_the_key() -> None:
@@ -597,9 +618,17 @@ def test_key_file_roundtrip_and_permissions(tmp_path: Path) -> None:
     assert generate_key_file(tmp_path / "other.key").key != s.key
 
 
-@pytest.mark.parametrize("text", ["", "jitsi-teleop-key-v1", "wrong-header AAAA",
-                                  "jitsi-teleop-key-v1 !!!!", "jitsi-teleop-key-v1 AAAA",
-                                  "jitsi-teleop-key-v1 " + "A" * 43 + "= extra"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "jitsi-teleop-key-v1",
+        "wrong-header AAAA",
+        "jitsi-teleop-key-v1 !!!!",
+        "jitsi-teleop-key-v1 AAAA",
+        "jitsi-teleop-key-v1 " + "A" * 43 + "= extra",
+    ],
+)
 def test_bad_key_files_refused(text: str) -> None:
     with pytest.raises(ValueError):
         parse_key_file(text)

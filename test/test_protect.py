@@ -30,8 +30,9 @@ OTHER_KEY = bytes(range(1, 33))
 TAG = b"\x01\x02\x03\x04"
 
 
-def f(seq: int = 1, payload: bytes = b"cdr" * 100, flags: Flags = Flags.NONE,
-      stream_id: int = 3) -> Frame:
+def f(
+    seq: int = 1, payload: bytes = b"cdr" * 100, flags: Flags = Flags.NONE, stream_id: int = 3
+) -> Frame:
     return Frame(stream_id, seq, 123_456_789, payload, flags)
 
 
@@ -44,7 +45,7 @@ def test_roundtrip_and_layout() -> None:
     fr = f(flags=Flags.RELIABLE)
     rec = s.seal(fr)
     assert len(rec) == wire.HEADER_SIZE + SEAL_OVERHEAD + len(fr.payload)
-    assert rec[:wire.HEADER_SIZE] == wire.encode(fr)[:wire.HEADER_SIZE]  # header in clear
+    assert rec[: wire.HEADER_SIZE] == wire.encode(fr)[: wire.HEADER_SIZE]  # header in clear
     assert rec[24:28] == TAG and rec[28:36] == (0).to_bytes(8, "big")
     assert fr.payload not in rec  # payload encrypted
     assert o.open(rec) == fr
@@ -165,9 +166,9 @@ def test_reordering_within_window_accepted_once() -> None:
     order = list(range(200))
     # shuffle locally (displacement < 32) so everything stays inside the window
     for start in range(0, 200, 32):
-        block = order[start:start + 32]
+        block = order[start : start + 32]
         rng.shuffle(block)
-        order[start:start + 32] = block
+        order[start : start + 32] = block
     got = [o.open(recs[i]).seq for i in order]
     assert sorted(got) == list(range(200))
     for i in rng.sample(range(200), 20):
@@ -269,7 +270,7 @@ def test_garbage_never_escapes_as_other_exception() -> None:
         data = bytearray(good) if rng.random() < 0.7 else bytearray(rng.randbytes(80))
         for _ in range(rng.randrange(1, 3)):
             data[rng.randrange(len(data))] = rng.randrange(256)
-        assert o.try_open(bytes(data[:rng.randrange(len(data) + 1)])) is None
+        assert o.try_open(bytes(data[: rng.randrange(len(data) + 1)])) is None
     assert o.counters.opened == 0 and o.counters.refused == 2000
 
 
@@ -295,8 +296,10 @@ def test_measure_seal_open_cost_300_bytes(record_property: object) -> None:
     seal_us, open_us = (t1 - t0) / n * 1e6, (t2 - t1) / n * 1e6
     record_property("seal_us", round(seal_us, 2))  # type: ignore[operator]
     record_property("open_us", round(open_us, 2))  # type: ignore[operator]
-    print(f"\n300-byte payload: seal {seal_us:.1f} us, open {open_us:.1f} us, "
-          f"seal+open {seal_us + open_us:.1f} us per frame")
+    print(
+        f"\n300-byte payload: seal {seal_us:.1f} us, open {open_us:.1f} us, "
+        f"seal+open {seal_us + open_us:.1f} us per frame"
+    )
     assert b.counters.opened == n
 
 
@@ -331,15 +334,18 @@ def test_pipeline_only_genuine_frames_reach_the_application() -> None:
     genuine: list[bytes] = []
     sent: list[Frame] = []
     for seq in range(50):
-        fr = Frame(1, seq, 1_000_000 + seq * 2_000, rng.randbytes(rng.randrange(10, 700)),
-                   Flags.RELIABLE)
+        fr = Frame(
+            1, seq, 1_000_000 + seq * 2_000, rng.randbytes(rng.randrange(10, 700)), Flags.RELIABLE
+        )
         sent.append(fr)
         genuine += [leader.seal(p) for p in fragmenter.split(fr)]
-    hostile = ([attacker.seal(f(seq=i)) for i in range(20)]
-               + [old_leader.seal(f(seq=i)) for i in range(5)]
-               + [g[:rng.randrange(len(g))] for g in genuine[:10]]
-               + [b"\x01" + os.urandom(60) for _ in range(5)]
-               + genuine[:15])  # replays (delivered after the originals below)
+    hostile = (
+        [attacker.seal(f(seq=i)) for i in range(20)]
+        + [old_leader.seal(f(seq=i)) for i in range(5)]
+        + [g[: rng.randrange(len(g))] for g in genuine[:10]]
+        + [b"\x01" + os.urandom(60) for _ in range(5)]
+        + genuine[:15]
+    )  # replays (delivered after the originals below)
     arrivals = list(genuine)
     for i in range(0, len(arrivals) - 1, 3):  # mild reordering
         arrivals[i], arrivals[i + 1] = arrivals[i + 1], arrivals[i]
@@ -360,8 +366,9 @@ def test_pipeline_only_genuine_frames_reach_the_application() -> None:
         whole = reassembler.push(part, now=now_us / 1e6)
         if whole is not None:
             lat = clock.one_way_latency_us(whole.timestamp_us, now_us)
-            path.stream(whole.stream_id).on_frame(whole.seq, whole.timestamp_us, now_us,
-                                                  len(whole.payload), lat)
+            path.stream(whole.stream_id).on_frame(
+                whole.seq, whole.timestamp_us, now_us, len(whole.payload), lat
+            )
             delivered.append(whole)
 
     assert sorted(delivered, key=lambda x: x.seq) == sent
@@ -370,6 +377,10 @@ def test_pipeline_only_genuine_frames_reach_the_application() -> None:
     assert c.unauthenticated == 20 and c.wrong_session == 5 and c.replayed == 15
     assert c.malformed == 15
     snap = path.snapshot(2_000_000)
-    assert snap.drops == {"unauthenticated": 20, "wrong_session": 5, "malformed": 15,
-                          "replayed": 15}
+    assert snap.drops == {
+        "unauthenticated": 20,
+        "wrong_session": 5,
+        "malformed": 15,
+        "replayed": 15,
+    }
     assert snap.streams[1].received == 50 and snap.streams[1].lost == 0

@@ -31,8 +31,12 @@ HASH_B = "RIHS01_" + "b" * 64
 
 
 def frame(**kw: object) -> Frame:
-    base: dict[str, object] = dict(stream_id=7, seq=42, timestamp_us=1_700_000_000_123_456,
-                                   payload=b"\x00\x01\x00\x00cdr-bytes")
+    base: dict[str, object] = dict(
+        stream_id=7,
+        seq=42,
+        timestamp_us=1_700_000_000_123_456,
+        payload=b"\x00\x01\x00\x00cdr-bytes",
+    )
     base.update(kw)
     return Frame(**base)  # type: ignore[arg-type]
 
@@ -59,14 +63,23 @@ def test_roundtrip_random_frames() -> None:
     for _ in range(500):
         count = rng.choice([1, 1, 2, 3, 65535])
         flags = Flags(rng.choice([0, 1, 4, 5])) | (Flags.FRAGMENT if count > 1 else Flags.NONE)
-        f = Frame(rng.randrange(0, 1 << 16), rng.randrange(0, 1 << 32), rng.randrange(0, 1 << 64),
-                  rng.randbytes(rng.randrange(0, 600)), flags, rng.randrange(0, count), count)
+        f = Frame(
+            rng.randrange(0, 1 << 16),
+            rng.randrange(0, 1 << 32),
+            rng.randrange(0, 1 << 64),
+            rng.randbytes(rng.randrange(0, 600)),
+            flags,
+            rng.randrange(0, count),
+            count,
+        )
         assert wire.decode(wire.encode(f)) == f
 
 
 def test_roundtrip_extremes() -> None:
-    for f in (frame(stream_id=0, seq=0, timestamp_us=0, payload=b""),
-              frame(stream_id=0xFFFF, seq=0xFFFFFFFF, timestamp_us=(1 << 64) - 1)):
+    for f in (
+        frame(stream_id=0, seq=0, timestamp_us=0, payload=b""),
+        frame(stream_id=0xFFFF, seq=0xFFFFFFFF, timestamp_us=(1 << 64) - 1),
+    ):
         assert wire.decode(wire.encode(f)) == f
 
 
@@ -123,15 +136,19 @@ def test_oversized_buffer_refused_by_configured_limit() -> None:
         wire.encode(frame(payload=b"z" * 2000), max_payload=1000)
 
 
-@pytest.mark.parametrize(("flags", "index", "count", "err"), [
-    (0, 0, 0, BadLength),  # count 0
-    (Flags.FRAGMENT, 3, 3, BadLength),  # index == count
-    (0, 0, 2, BadFlags),  # fragment fields without the flag
-    (0, 1, 1, BadLength),
-    (Flags.FRAGMENT, 0, 1, BadFlags),  # flag with count 1
-])
-def test_inconsistent_fragment_fields_refused(flags: int, index: int, count: int,
-                                              err: type[WireError]) -> None:
+@pytest.mark.parametrize(
+    ("flags", "index", "count", "err"),
+    [
+        (0, 0, 0, BadLength),  # count 0
+        (Flags.FRAGMENT, 3, 3, BadLength),  # index == count
+        (0, 0, 2, BadFlags),  # fragment fields without the flag
+        (0, 1, 1, BadLength),
+        (Flags.FRAGMENT, 0, 1, BadFlags),  # flag with count 1
+    ],
+)
+def test_inconsistent_fragment_fields_refused(
+    flags: int, index: int, count: int, err: type[WireError]
+) -> None:
     hdr = struct.pack(">BBHIQHHI", 1, flags, 1, 1, 1, index, count, 3)
     with pytest.raises(err):
         wire.decode(hdr + b"abc")
@@ -139,9 +156,17 @@ def test_inconsistent_fragment_fields_refused(flags: int, index: int, count: int
         wire.encode(Frame(1, 1, 1, b"abc", Flags(flags), index, count))
 
 
-@pytest.mark.parametrize("kw", [dict(stream_id=-1), dict(stream_id=1 << 16), dict(seq=-1),
-                                dict(seq=1 << 32), dict(timestamp_us=-5),
-                                dict(timestamp_us=1 << 64)])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(stream_id=-1),
+        dict(stream_id=1 << 16),
+        dict(seq=-1),
+        dict(seq=1 << 32),
+        dict(timestamp_us=-5),
+        dict(timestamp_us=1 << 64),
+    ],
+)
 def test_encode_refuses_out_of_range_fields(kw: dict[str, int]) -> None:
     with pytest.raises(BadLength):
         wire.encode(frame(**kw))
@@ -154,7 +179,7 @@ def test_random_garbage_never_escapes_as_other_exception() -> None:
         data = bytearray(good)
         for _ in range(rng.randrange(1, 4)):
             data[rng.randrange(len(data))] = rng.randrange(256)
-        data = data[:rng.randrange(len(data) + 1)] if rng.random() < 0.3 else data
+        data = data[: rng.randrange(len(data) + 1)] if rng.random() < 0.3 else data
         with contextlib.suppress(WireError):
             assert isinstance(wire.decode(bytes(data)), Frame)
 
@@ -229,8 +254,15 @@ def test_duplicate_and_inconsistent_fragments() -> None:
     assert r.push(parts[0], 0.0) is None
     assert r.push(parts[0], 0.0) is None
     assert r.counters.duplicate == 1
-    bad = Frame(parts[1].stream_id, parts[1].seq, parts[1].timestamp_us + 1, parts[1].payload,
-                parts[1].flags, 1, parts[1].frag_count)
+    bad = Frame(
+        parts[1].stream_id,
+        parts[1].seq,
+        parts[1].timestamp_us + 1,
+        parts[1].payload,
+        parts[1].flags,
+        1,
+        parts[1].frag_count,
+    )
     assert r.push(bad, 0.0) is None
     assert r.counters.inconsistent == 1 and r.pending == 0
 
@@ -306,16 +338,29 @@ def test_reliable_streams_keep_out_of_order_frames() -> None:
 
 
 def desc(**kw: object) -> StreamDescriptor:
-    base: dict[str, object] = dict(stream_id=1, topic="/joint_states",
-                                   ros_type="sensor_msgs/msg/JointState", type_hash=HASH_A,
-                                   delivery="latest", max_rate_hz=500.0, max_age_s=0.1)
+    base: dict[str, object] = dict(
+        stream_id=1,
+        topic="/joint_states",
+        ros_type="sensor_msgs/msg/JointState",
+        type_hash=HASH_A,
+        delivery="latest",
+        max_rate_hz=500.0,
+        max_age_s=0.1,
+    )
     base.update(kw)
     return StreamDescriptor(**base)  # type: ignore[arg-type]
 
 
 def test_descriptor_serialisation_is_stable_and_roundtrips() -> None:
-    ds = [desc(stream_id=2, topic="/follower/wrench", ros_type="geometry_msgs/msg/WrenchStamped",
-               type_hash=HASH_B), desc()]
+    ds = [
+        desc(
+            stream_id=2,
+            topic="/follower/wrench",
+            ros_type="geometry_msgs/msg/WrenchStamped",
+            type_hash=HASH_B,
+        ),
+        desc(),
+    ]
     a = wire.encode_descriptors(ds)
     b = wire.encode_descriptors(list(reversed(ds)))
     assert a == b
@@ -323,23 +368,26 @@ def test_descriptor_serialisation_is_stable_and_roundtrips() -> None:
     assert wire.decode_descriptors(a) == sorted(ds, key=lambda d: d.stream_id)
 
 
-@pytest.mark.parametrize(("kw", "match"), [
-    (dict(topic="joint_states"), "topic"),
-    (dict(topic="/a//b"), "topic"),
-    (dict(topic="/9x"), "topic"),
-    (dict(ros_type="JointState"), "ROS type"),
-    (dict(ros_type="sensor_msgs/JointState"), "ROS type"),
-    (dict(type_hash="RIHS01_abc"), "type hash"),
-    (dict(type_hash="RIHS01_" + "A" * 64), "type hash"),
-    (dict(delivery="best_effort"), "delivery"),
-    (dict(max_rate_hz=0), "max_rate_hz"),
-    (dict(max_rate_hz=float("inf")), "max_rate_hz"),
-    (dict(max_age_s=-1.0), "max_age_s"),
-    (dict(max_age_s=float("nan")), "max_age_s"),
-    (dict(max_age_s=True), "max_age_s"),
-    (dict(stream_id=70000), "stream id"),
-    (dict(stream_id=True), "stream id"),
-])
+@pytest.mark.parametrize(
+    ("kw", "match"),
+    [
+        (dict(topic="joint_states"), "topic"),
+        (dict(topic="/a//b"), "topic"),
+        (dict(topic="/9x"), "topic"),
+        (dict(ros_type="JointState"), "ROS type"),
+        (dict(ros_type="sensor_msgs/JointState"), "ROS type"),
+        (dict(type_hash="RIHS01_abc"), "type hash"),
+        (dict(type_hash="RIHS01_" + "A" * 64), "type hash"),
+        (dict(delivery="best_effort"), "delivery"),
+        (dict(max_rate_hz=0), "max_rate_hz"),
+        (dict(max_rate_hz=float("inf")), "max_rate_hz"),
+        (dict(max_age_s=-1.0), "max_age_s"),
+        (dict(max_age_s=float("nan")), "max_age_s"),
+        (dict(max_age_s=True), "max_age_s"),
+        (dict(stream_id=70000), "stream id"),
+        (dict(stream_id=True), "stream id"),
+    ],
+)
 def test_invalid_descriptor_fields_name_the_topic(kw: dict[str, object], match: str) -> None:
     with pytest.raises(BadDescriptor, match=match):
         desc(**kw)
@@ -348,7 +396,11 @@ def test_invalid_descriptor_fields_name_the_topic(kw: dict[str, object], match: 
 def test_decode_descriptors_refuses_bad_documents() -> None:
     good = json.loads(wire.encode_descriptors([desc()]))
     cases: list[bytes] = [
-        b"\xff\xfe", b"not json", b"[]", b'{"v":1}', json.dumps({**good, "x": 1}).encode(),
+        b"\xff\xfe",
+        b"not json",
+        b"[]",
+        b'{"v":1}',
+        json.dumps({**good, "x": 1}).encode(),
         json.dumps({"v": 1, "streams": {}}).encode(),
         json.dumps({"v": 1, "streams": [1]}).encode(),
         json.dumps({"v": 1, "streams": [{**good["streams"][0], "extra": 1}]}).encode(),
@@ -356,7 +408,8 @@ def test_decode_descriptors_refuses_bad_documents() -> None:
         json.dumps({"v": 1, "streams": [{**good["streams"][0], "stream_id": "1"}]}).encode(),
         json.dumps({"v": 1, "streams": [{**good["streams"][0], "topic": 5}]}).encode(),
         b'{"v":1,"streams":[{"delivery":"latest","max_age_s":NaN,"max_rate_hz":1,'
-        b'"ros_type":"a/msg/B","stream_id":1,"topic":"/x","type_hash":"' + HASH_A.encode()
+        b'"ros_type":"a/msg/B","stream_id":1,"topic":"/x","type_hash":"'
+        + HASH_A.encode()
         + b'"}]}',
         b"[" * 100_000,
     ]
@@ -403,8 +456,7 @@ def test_match_unknown_topic_and_unknown_type() -> None:
     remote = [desc(), desc(stream_id=2, topic="/evil", ros_type="evil_msgs/msg/Boom")]
     probs = wire.match_descriptors([desc()], remote)
     assert [(p.kind, p.topic) for p in probs] == [("unknown_topic", "/evil")]
-    probs = wire.match_descriptors([desc()], remote,
-                                   known_types={"sensor_msgs/msg/JointState"})
+    probs = wire.match_descriptors([desc()], remote, known_types={"sensor_msgs/msg/JointState"})
     assert [(p.kind, p.topic) for p in probs] == [("unknown_type", "/evil")]
     assert "evil_msgs/msg/Boom" in probs[0].message
 

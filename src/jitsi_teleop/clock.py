@@ -104,9 +104,15 @@ class ClockEstimator:
     estimate (crystal oscillators are within ~100 ppm).
     """
 
-    def __init__(self, *, window: int = 64, max_age_us: int = 300_000_000,
-                 drift_bound_ppm: float = 100.0, max_rtt_us: int = 5_000_000,
-                 min_drift_span_us: int = 10_000_000) -> None:
+    def __init__(
+        self,
+        *,
+        window: int = 64,
+        max_age_us: int = 300_000_000,
+        drift_bound_ppm: float = 100.0,
+        max_rtt_us: int = 5_000_000,
+        min_drift_span_us: int = 10_000_000,
+    ) -> None:
         if window < 1:
             raise ValueError("window must be at least 1")
         self.max_age_us = max_age_us

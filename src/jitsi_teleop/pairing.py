@@ -208,7 +208,8 @@ def secret_from_passphrase(passphrase: str, room: str, *, n: int = SCRYPT_N) -> 
         raise ValueError(f"passphrase must have at least {MIN_PASSPHRASE} characters")
     salt = b"jitsi-teleop/v1 passphrase\x00" + normalize_room(room).encode("utf-8")
     key = Scrypt(salt=salt, length=SECRET_SIZE, n=n, r=SCRYPT_R, p=SCRYPT_P).derive(
-        p.encode("utf-8"))
+        p.encode("utf-8")
+    )
     return Secret(key, "passphrase")
 
 
@@ -239,8 +240,12 @@ def generate_key_file(path: str | os.PathLike[str]) -> Secret:
     return Secret(key, "key_file")
 
 
-def load_secret(*, key_file: str | os.PathLike[str] | None = None,
-                passphrase: str | None = None, room: str | None = None) -> Secret:
+def load_secret(
+    *,
+    key_file: str | os.PathLike[str] | None = None,
+    passphrase: str | None = None,
+    room: str | None = None,
+) -> Secret:
     """Exactly one of ``key_file`` or ``passphrase`` (which needs ``room``)."""
     if (key_file is None) == (passphrase is None):
         raise ValueError("give exactly one of key_file or passphrase")
@@ -331,7 +336,7 @@ class _Reader:
     def raw(self, n: int) -> bytes:
         if self.pos + n > len(self.data):
             raise MalformedMessage("handshake message truncated")
-        b = self.data[self.pos:self.pos + n]
+        b = self.data[self.pos : self.pos + n]
         self.pos += n
         return b
 
@@ -348,9 +353,18 @@ class _Reader:
 MAX_MESSAGE = 8 * 1024
 
 
-def _encode_hello(t: MsgType, role: Role, room: str, sender: str, receiver: str, key_id: bytes,
-                  nonce: bytes, ephemeral: bytes, fingerprints: tuple[str, ...],
-                  echo: bytes | None) -> bytes:
+def _encode_hello(
+    t: MsgType,
+    role: Role,
+    room: str,
+    sender: str,
+    receiver: str,
+    key_id: bytes,
+    nonce: bytes,
+    ephemeral: bytes,
+    fingerprints: tuple[str, ...],
+    echo: bytes | None,
+) -> bytes:
     w = _Writer(t).raw(bytes([_ROLE_CODE[role]])).str(room).str(sender).str(receiver)
     w.raw(key_id).raw(nonce).raw(ephemeral).str(",".join(fingerprints))
     if t is MsgType.RESPONSE:
@@ -379,7 +393,7 @@ def decode_message(data: bytes) -> Hello | Confirm:
     msg: Hello | Confirm
     if t is MsgType.CONFIRM:
         a, b = r.raw(NONCE_SIZE), r.raw(NONCE_SIZE)
-        body = data[:r.pos]
+        body = data[: r.pos]
         msg = Confirm(a, b, r.raw(MAC_SIZE), body)
     else:
         msg = _decode_hello(t, r, data)
@@ -402,9 +416,21 @@ def _decode_hello(t: MsgType, r: _Reader, data: bytes) -> Hello:
     if ",".join(fps) != fp_text:
         raise MalformedMessage("fingerprints not in canonical form")
     echo = r.raw(NONCE_SIZE) if t is MsgType.RESPONSE else None
-    body = data[:r.pos]
-    return Hello(t, _CODE_ROLE[code], room, sender, receiver, key_id, nonce, eph, fps, echo,
-                 r.raw(MAC_SIZE), body)
+    body = data[: r.pos]
+    return Hello(
+        t,
+        _CODE_ROLE[code],
+        room,
+        sender,
+        receiver,
+        key_id,
+        nonce,
+        eph,
+        fps,
+        echo,
+        r.raw(MAC_SIZE),
+        body,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -444,21 +470,33 @@ class SessionKeys:
         try:
             got = normalize_fingerprints(fingerprints)
         except ValueError as e:
-            raise FingerprintMismatch(f"unparseable DTLS fingerprint from {self.peer_id}: {e}") \
-                from None
+            raise FingerprintMismatch(
+                f"unparseable DTLS fingerprint from {self.peer_id}: {e}"
+            ) from None
         if not got or got != self.peer_fingerprints:
             raise FingerprintMismatch(
                 f"DTLS fingerprints signalled by {self.peer_id} {list(got)} differ from those "
-                f"authenticated in the handshake {list(self.peer_fingerprints)}")
+                f"authenticated in the handshake {list(self.peer_fingerprints)}"
+            )
 
     def __repr__(self) -> str:
-        return (f"SessionKeys(role={self.role.value}, peer={self.peer_id!r}, "
-                f"session={self.session_id.hex()})")
+        return (
+            f"SessionKeys(role={self.role.value}, peer={self.peer_id!r}, "
+            f"session={self.session_id.hex()})"
+        )
 
 
-def _session(role: Role, local_id: str, peer_id: str, prk_salt: bytes, dh: bytes, th: bytes,
-             local_fps: tuple[str, ...], peer_fps: tuple[str, ...], initiator: bool
-             ) -> SessionKeys:
+def _session(
+    role: Role,
+    local_id: str,
+    peer_id: str,
+    prk_salt: bytes,
+    dh: bytes,
+    th: bytes,
+    local_fps: tuple[str, ...],
+    peer_fps: tuple[str, ...],
+    initiator: bool,
+) -> SessionKeys:
     l2f = _hkdf(dh, prk_salt, b"leader->follower" + th)
     f2l = _hkdf(dh, prk_salt, b"follower->leader" + th)
     sid = _hkdf(dh, prk_salt, b"session id" + th, 16)
@@ -509,10 +547,18 @@ class Pairing:
     A completed handshake replaces the previous session (re-pair after a restart, or rekey).
     """
 
-    def __init__(self, secret: Secret, role: Role, room: str, local_id: str,
-                 local_fingerprints: Iterable[str] = (), *,
-                 random_bytes: Callable[[int], bytes] = os.urandom, replay_memory: int = 1024,
-                 max_pending: int = 4) -> None:
+    def __init__(
+        self,
+        secret: Secret,
+        role: Role,
+        room: str,
+        local_id: str,
+        local_fingerprints: Iterable[str] = (),
+        *,
+        random_bytes: Callable[[int], bytes] = os.urandom,
+        replay_memory: int = 1024,
+        max_pending: int = 4,
+    ) -> None:
         self.role = Role(role)
         self.room = normalize_room(room)
         if not local_id:
@@ -546,8 +592,18 @@ class Pairing:
         if not peer_id or peer_id == self.local_id:
             raise ValueError("peer_id must be another occupant's nick")
         p = self._new_pending(peer_id)
-        body = _encode_hello(MsgType.INIT, self.role, self.room, self.local_id, peer_id,
-                             self._key_id, p.nonce, p.ephemeral, self.local_fingerprints, None)
+        body = _encode_hello(
+            MsgType.INIT,
+            self.role,
+            self.room,
+            self.local_id,
+            peer_id,
+            self._key_id,
+            p.nonce,
+            p.ephemeral,
+            self.local_fingerprints,
+            None,
+        )
         msg = body + _mac(self._init_key, body)
         init = decode_message(msg)
         assert isinstance(init, Hello)
@@ -590,31 +646,39 @@ class Pairing:
     def _check_room_and_key(self, m: Hello, from_id: str) -> None:
         """Clear-text fields first, for clear errors; the MAC check follows and decides."""
         if m.room != self.room:
-            raise IdentityMismatch(f"handshake from {from_id} is for room {m.room!r}, this is "
-                                   f"{self.room!r}")
+            raise IdentityMismatch(
+                f"handshake from {from_id} is for room {m.room!r}, this is {self.room!r}"
+            )
         if m.key_id != self._key_id:
-            raise KeyMismatch(f"{from_id} uses key id {m.key_id.hex()}, this end "
-                              f"{self._key_id.hex()}: the two ends have different secrets")
+            raise KeyMismatch(
+                f"{from_id} uses key id {m.key_id.hex()}, this end "
+                f"{self._key_id.hex()}: the two ends have different secrets"
+            )
 
     def _check_identity(self, m: Hello, from_id: str, expected_peer: str | None) -> None:
         if m.sender != from_id or (expected_peer is not None and from_id != expected_peer):
-            raise IdentityMismatch(f"handshake claims sender {m.sender!r} but came from "
-                                   f"{from_id!r}")
+            raise IdentityMismatch(
+                f"handshake claims sender {m.sender!r} but came from {from_id!r}"
+            )
         if m.receiver != self.local_id:
-            raise IdentityMismatch(f"handshake addressed to {m.receiver!r}, not to us "
-                                   f"({self.local_id!r})")
+            raise IdentityMismatch(
+                f"handshake addressed to {m.receiver!r}, not to us ({self.local_id!r})"
+            )
 
     # -- responder ------------------------------------------------------------------------
 
     def _on_init(self, m: Hello, from_id: str) -> HandshakeResult:
         self._check_room_and_key(m, from_id)
         if not hmac.compare_digest(m.mac, _mac(self._init_key, m.body)):
-            raise AuthenticationFailed(f"INIT from {from_id} failed authentication "
-                                       "(wrong secret or tampered)")
+            raise AuthenticationFailed(
+                f"INIT from {from_id} failed authentication (wrong secret or tampered)"
+            )
         self._check_identity(m, from_id, None)
         if m.role is self.role:
-            raise RoleConflict(f"{from_id} also claims the {m.role.value} role; exactly one "
-                               "leader and one follower may pair")
+            raise RoleConflict(
+                f"{from_id} also claims the {m.role.value} role; exactly one "
+                "leader and one follower may pair"
+            )
         if m.nonce in self._seen:
             raise ReplayedMessage(f"INIT from {from_id} was seen before (replay)")
         self._seen.add(m.nonce)
@@ -628,9 +692,18 @@ class Pairing:
     def _respond(self, m: Hello, from_id: str) -> bytes:
         p = self._new_pending(from_id)
         dh = _exchange(p.private, m.ephemeral)
-        body = _encode_hello(MsgType.RESPONSE, self.role, self.room, self.local_id, from_id,
-                             self._key_id, p.nonce, p.ephemeral, self.local_fingerprints,
-                             m.nonce)
+        body = _encode_hello(
+            MsgType.RESPONSE,
+            self.role,
+            self.room,
+            self.local_id,
+            from_id,
+            self._key_id,
+            p.nonce,
+            p.ephemeral,
+            self.local_fingerprints,
+            m.nonce,
+        )
         th = hashlib.sha256(m.body + m.mac + body).digest()
         mac = _mac(_hkdf(dh, self._room_key, b"response mac" + th), th)
         p.init, p.th, p.dh = m, th, dh
@@ -644,8 +717,7 @@ class Pairing:
 
     def _on_confirm(self, m: Confirm, from_id: str) -> HandshakeResult:
         p = self._responding.get(from_id)
-        if p is None or p.init is None or (m.init_nonce, m.resp_nonce) != (p.init.nonce,
-                                                                             p.nonce):
+        if p is None or p.init is None or (m.init_nonce, m.resp_nonce) != (p.init.nonce, p.nonce):
             if m.resp_nonce in self._completed:
                 raise ReplayedMessage(f"CONFIRM from {from_id} for a completed handshake")
             raise UnexpectedMessage(f"CONFIRM from {from_id} matches no handshake in progress")
@@ -655,8 +727,17 @@ class Pairing:
         del self._responding[from_id]
         self._completed.add(p.nonce)
         init = p.init
-        self.session = _session(self.role, self.local_id, from_id, self._room_key, p.dh, p.th,
-                                self.local_fingerprints, init.fingerprints, False)
+        self.session = _session(
+            self.role,
+            self.local_id,
+            from_id,
+            self._room_key,
+            p.dh,
+            p.th,
+            self.local_fingerprints,
+            init.fingerprints,
+            False,
+        )
         self.counters.completed += 1
         return HandshakeResult(session=self.session)
 
@@ -673,19 +754,32 @@ class Pairing:
         assert p.init is not None
         dh = _exchange(p.private, m.ephemeral)
         th = hashlib.sha256(p.init.body + p.init.mac + m.body).digest()
-        if not hmac.compare_digest(m.mac, _mac(_hkdf(dh, self._room_key, b"response mac" + th),
-                                               th)):
-            raise AuthenticationFailed(f"RESPONSE from {from_id} failed authentication "
-                                       "(wrong secret or tampered)")
+        if not hmac.compare_digest(
+            m.mac, _mac(_hkdf(dh, self._room_key, b"response mac" + th), th)
+        ):
+            raise AuthenticationFailed(
+                f"RESPONSE from {from_id} failed authentication (wrong secret or tampered)"
+            )
         if m.role is self.role:
-            raise RoleConflict(f"{from_id} also claims the {m.role.value} role; exactly one "
-                               "leader and one follower may pair")
+            raise RoleConflict(
+                f"{from_id} also claims the {m.role.value} role; exactly one "
+                "leader and one follower may pair"
+            )
         body = bytes(_Writer(MsgType.CONFIRM).raw(p.nonce).raw(m.nonce).buf)
         mac = _mac(_hkdf(dh, self._room_key, b"confirm mac" + th), body + th)
         self._initiated = None
         self._completed.add(p.nonce)
-        self.session = _session(self.role, self.local_id, from_id, self._room_key, dh, th,
-                                self.local_fingerprints, m.fingerprints, True)
+        self.session = _session(
+            self.role,
+            self.local_id,
+            from_id,
+            self._room_key,
+            dh,
+            th,
+            self.local_fingerprints,
+            m.fingerprints,
+            True,
+        )
         self.counters.completed += 1
         return HandshakeResult(reply=body + mac, session=self.session)
 

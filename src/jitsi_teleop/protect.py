@@ -96,8 +96,13 @@ class OpenerCounters:
 
     @property
     def refused(self) -> int:
-        return self.malformed + self.wrong_session + self.unauthenticated + self.replayed \
+        return (
+            self.malformed
+            + self.wrong_session
+            + self.unauthenticated
+            + self.replayed
             + self.too_old
+        )
 
 
 def _check_key(key: bytes, session_tag: bytes) -> None:
@@ -114,8 +119,14 @@ def _nonce(counter: int) -> bytes:
 class FrameSealer:
     """Seals frames for one direction. Keys are per direction, so counters never collide."""
 
-    def __init__(self, key: bytes, session_tag: bytes, *, start_counter: int = 0,
-                 max_record: int = DEFAULT_MAX_RECORD) -> None:
+    def __init__(
+        self,
+        key: bytes,
+        session_tag: bytes,
+        *,
+        start_counter: int = 0,
+        max_record: int = DEFAULT_MAX_RECORD,
+    ) -> None:
         _check_key(key, session_tag)
         self._aead = ChaCha20Poly1305(bytes(key))
         self.max_record = max_record
@@ -133,8 +144,9 @@ class FrameSealer:
             raise CounterExhausted("sealing counter exhausted; a new handshake is needed")
         size = PREFIX_SIZE + len(frame.payload) + TAG_SIZE
         if size > self.max_record:
-            raise wire.Oversized(f"sealed record of {size} bytes exceeds {self.max_record}; "
-                                 "fragment first")
+            raise wire.Oversized(
+                f"sealed record of {size} bytes exceeds {self.max_record}; fragment first"
+            )
         header = wire.encode_header(frame.header(), max_payload=self.max_record)
         prefix = header + _TRAILER.pack(self.session_tag, self._counter)
         ct = self._aead.encrypt(_nonce(self._counter), bytes(frame.payload), prefix)
@@ -149,8 +161,14 @@ class FrameOpener:
     still be accepted once; the data channel is unordered, so reordering is normal.
     """
 
-    def __init__(self, key: bytes, session_tag: bytes, *, window: int = DEFAULT_WINDOW,
-                 max_record: int = DEFAULT_MAX_RECORD) -> None:
+    def __init__(
+        self,
+        key: bytes,
+        session_tag: bytes,
+        *,
+        window: int = DEFAULT_WINDOW,
+        max_record: int = DEFAULT_MAX_RECORD,
+    ) -> None:
         _check_key(key, session_tag)
         if window < 1:
             raise ValueError("window must be at least 1")
@@ -204,8 +222,9 @@ class FrameOpener:
         self._check_window(counter)
         self._accept(counter)
         self.counters.opened += 1
-        return wire.Frame(h.stream_id, h.seq, h.timestamp_us, payload, h.flags, h.frag_index,
-                          h.frag_count)
+        return wire.Frame(
+            h.stream_id, h.seq, h.timestamp_us, payload, h.flags, h.frag_index, h.frag_count
+        )
 
     def _check_window(self, counter: int) -> None:
         if counter > self._top:
@@ -242,8 +261,15 @@ class SessionKeysLike(Protocol):
 class SessionCipher:
     """Both directions of one session: seal what we send, open what the peer sends."""
 
-    def __init__(self, send_key: bytes, recv_key: bytes, session_tag: bytes, *,
-                 window: int = DEFAULT_WINDOW, max_record: int = DEFAULT_MAX_RECORD) -> None:
+    def __init__(
+        self,
+        send_key: bytes,
+        recv_key: bytes,
+        session_tag: bytes,
+        *,
+        window: int = DEFAULT_WINDOW,
+        max_record: int = DEFAULT_MAX_RECORD,
+    ) -> None:
         if send_key == recv_key:
             raise ValueError("send and receive keys must differ (one key per direction)")
         self.sealer = FrameSealer(send_key, session_tag, max_record=max_record)

@@ -16,8 +16,18 @@ from dataclasses import asdict, dataclass, field
 SEQ_MODULUS = 1 << 32
 
 #: Reasons the transport drops frames; any other string is accepted and counted too.
-DROP_REASONS = ("stale", "unauthenticated", "replayed", "too_old", "malformed",
-                "wrong_session", "duplicate", "superseded", "reassembly", "unknown_stream")
+DROP_REASONS = (
+    "stale",
+    "unauthenticated",
+    "replayed",
+    "too_old",
+    "malformed",
+    "wrong_session",
+    "duplicate",
+    "superseded",
+    "reassembly",
+    "unknown_stream",
+)
 
 
 class LatencyHistogram:
@@ -120,9 +130,15 @@ class StreamStats:
     confirms it (then the sequence is resynchronised instead of counting a huge loss).
     """
 
-    def __init__(self, stream_id: int, *, rate_window_us: int = 1_000_000,
-                 reorder_window: int = 1024, max_dropout: int = 3000,
-                 max_rate_samples: int = 20_000) -> None:
+    def __init__(
+        self,
+        stream_id: int,
+        *,
+        rate_window_us: int = 1_000_000,
+        reorder_window: int = 1024,
+        max_dropout: int = 3000,
+        max_rate_samples: int = 20_000,
+    ) -> None:
         self.stream_id = stream_id
         self.rate_window_us = rate_window_us
         self.reorder_window = reorder_window
@@ -149,8 +165,14 @@ class StreamStats:
 
     # -- input ----------------------------------------------------------------------------
 
-    def on_frame(self, seq: int, sender_ts_us: int, recv_us: int, size: int = 0,
-                 latency_us: float | None = None) -> None:
+    def on_frame(
+        self,
+        seq: int,
+        sender_ts_us: int,
+        recv_us: int,
+        size: int = 0,
+        latency_us: float | None = None,
+    ) -> None:
         """An authenticated frame was delivered. ``latency_us``: one-way, if the clock is known.
         Duplicates and frames too late to place are counted but not taken as received."""
         before = self._highest
@@ -252,11 +274,28 @@ class StreamStats:
         if since is not None and self._newest_latency is not None:
             age = self._newest_latency + since
         return StreamSnapshot(
-            self.stream_id, self.received, self.bytes, lost,
-            lost / expected if expected else 0.0, self.duplicates, self.reordered, self.late,
-            self.resyncs, rate, bps, self.jitter_us, h.count,
-            h.min if h.count else None, h.percentile(50), h.percentile(90), h.percentile(99),
-            h.max if h.count else None, age, since, dict(self.drops))
+            self.stream_id,
+            self.received,
+            self.bytes,
+            lost,
+            lost / expected if expected else 0.0,
+            self.duplicates,
+            self.reordered,
+            self.late,
+            self.resyncs,
+            rate,
+            bps,
+            self.jitter_us,
+            h.count,
+            h.min if h.count else None,
+            h.percentile(50),
+            h.percentile(90),
+            h.percentile(99),
+            h.max if h.count else None,
+            age,
+            since,
+            dict(self.drops),
+        )
 
 
 @dataclass(frozen=True)
@@ -314,6 +353,13 @@ class PathStats:
 
     def snapshot(self, now_us: int) -> PathSnapshot:
         streams = {sid: s.snapshot(now_us) for sid, s in sorted(self.streams.items())}
-        return PathSnapshot(self.name, sum(s.received for s in streams.values()),
-                            sum(s.bytes for s in streams.values()), self.rtt_us,
-                            self.clock_offset_us, self.clock_error_us, dict(self.drops), streams)
+        return PathSnapshot(
+            self.name,
+            sum(s.received for s in streams.values()),
+            sum(s.bytes for s in streams.values()),
+            self.rtt_us,
+            self.clock_offset_us,
+            self.clock_error_us,
+            dict(self.drops),
+            streams,
+        )

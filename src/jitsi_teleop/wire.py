@@ -103,8 +103,16 @@ class FrameHeader:
     payload_len: int
 
     def pack(self) -> bytes:
-        return HEADER.pack(self.version, int(self.flags), self.stream_id, self.seq,
-                           self.timestamp_us, self.frag_index, self.frag_count, self.payload_len)
+        return HEADER.pack(
+            self.version,
+            int(self.flags),
+            self.stream_id,
+            self.seq,
+            self.timestamp_us,
+            self.frag_index,
+            self.frag_count,
+            self.payload_len,
+        )
 
 
 @dataclass(frozen=True)
@@ -132,8 +140,16 @@ class Frame:
         return bool(self.flags & Flags.CONTROL)
 
     def header(self) -> FrameHeader:
-        return FrameHeader(VERSION, Flags(self.flags), self.stream_id, self.seq,
-                           self.timestamp_us, self.frag_index, self.frag_count, len(self.payload))
+        return FrameHeader(
+            VERSION,
+            Flags(self.flags),
+            self.stream_id,
+            self.seq,
+            self.timestamp_us,
+            self.frag_index,
+            self.frag_count,
+            len(self.payload),
+        )
 
 
 def _check_header_fields(h: FrameHeader, max_payload: int) -> None:
@@ -173,8 +189,9 @@ def encode(frame: Frame, *, max_payload: int = MAX_PAYLOAD) -> bytes:
     return encode_header(frame.header(), max_payload=max_payload) + bytes(frame.payload)
 
 
-def decode_header(data: bytes | bytearray | memoryview, *,
-                  max_payload: int = MAX_PAYLOAD) -> FrameHeader:
+def decode_header(
+    data: bytes | bytearray | memoryview, *, max_payload: int = MAX_PAYLOAD
+) -> FrameHeader:
     """Parse and validate the fixed header only (the payload may follow, or be encrypted)."""
     if len(data) < HEADER_SIZE:
         raise Truncated(f"frame of {len(data)} bytes is shorter than the {HEADER_SIZE}-byte header")
@@ -199,8 +216,15 @@ def decode(data: bytes | bytearray | memoryview, *, max_payload: int = MAX_PAYLO
         raise Truncated(f"payload truncated: header says {h.payload_len} bytes, got {have}")
     if have > h.payload_len:
         raise BadLength(f"{have - h.payload_len} trailing bytes after the payload")
-    return Frame(h.stream_id, h.seq, h.timestamp_us, bytes(data[HEADER_SIZE:]), h.flags,
-                 h.frag_index, h.frag_count)
+    return Frame(
+        h.stream_id,
+        h.seq,
+        h.timestamp_us,
+        bytes(data[HEADER_SIZE:]),
+        h.flags,
+        h.frag_index,
+        h.frag_count,
+    )
 
 
 def seq_newer(a: int, b: int) -> bool:
@@ -221,8 +245,9 @@ class Fragmenter:
     (``protect.SEAL_OVERHEAD``), so that sealed fragments still fit.
     """
 
-    def __init__(self, max_message_size: int, overhead: int = 0,
-                 max_payload: int = MAX_PAYLOAD) -> None:
+    def __init__(
+        self, max_message_size: int, overhead: int = 0, max_payload: int = MAX_PAYLOAD
+    ) -> None:
         room = max_message_size - HEADER_SIZE - overhead
         if room < 1:
             raise ValueError(f"message size {max_message_size} leaves no room for payload")
@@ -244,9 +269,18 @@ class Fragmenter:
             raise Oversized(f"payload of {n} bytes needs {count} fragments (max {MAX_FRAGMENTS})")
         flags = Flags(frame.flags | Flags.FRAGMENT)
         mv = memoryview(frame.payload)
-        return [Frame(frame.stream_id, frame.seq, frame.timestamp_us,
-                      bytes(mv[i * size:(i + 1) * size]), flags, i, count)
-                for i in range(count)]
+        return [
+            Frame(
+                frame.stream_id,
+                frame.seq,
+                frame.timestamp_us,
+                bytes(mv[i * size : (i + 1) * size]),
+                flags,
+                i,
+                count,
+            )
+            for i in range(count)
+        ]
 
 
 @dataclass
@@ -281,8 +315,14 @@ class Reassembler:
     partials of that stream, and fragments of frames older than the newest seen are dropped.
     """
 
-    def __init__(self, *, max_partial: int = 32, max_bytes: int = 4 * 1024 * 1024,
-                 timeout_s: float = 2.0, max_payload: int = MAX_PAYLOAD) -> None:
+    def __init__(
+        self,
+        *,
+        max_partial: int = 32,
+        max_bytes: int = 4 * 1024 * 1024,
+        timeout_s: float = 2.0,
+        max_payload: int = MAX_PAYLOAD,
+    ) -> None:
         self.max_partial = max_partial
         self.max_bytes = max_bytes
         self.timeout_s = timeout_s
@@ -336,8 +376,11 @@ class Reassembler:
         if p is None:
             p = _Partial(now, frame.frag_count, frame.flags, frame.timestamp_us)
             self._partials[key] = p
-        elif (p.frag_count != frame.frag_count or p.flags != frame.flags
-              or p.timestamp_us != frame.timestamp_us):
+        elif (
+            p.frag_count != frame.frag_count
+            or p.flags != frame.flags
+            or p.timestamp_us != frame.timestamp_us
+        ):
             self._drop(key)
             self.counters.inconsistent += 1
             return None
@@ -355,8 +398,13 @@ class Reassembler:
             self._drop(key)
             self.counters.completed += 1
             payload = b"".join(p.parts[i] for i in range(p.frag_count))
-            return Frame(frame.stream_id, frame.seq, p.timestamp_us, payload,
-                         Flags(p.flags & ~Flags.FRAGMENT))
+            return Frame(
+                frame.stream_id,
+                frame.seq,
+                p.timestamp_us,
+                payload,
+                Flags(p.flags & ~Flags.FRAGMENT),
+            )
         self._enforce_bounds(keep=key)
         return None
 
@@ -416,20 +464,24 @@ def validate_descriptor(d: StreamDescriptor) -> None:
     topic = d.topic if isinstance(d.topic, str) else repr(d.topic)
     if not isinstance(d.topic, str) or not _TOPIC_RE.match(d.topic):
         raise BadDescriptor(f"invalid topic name {topic!r}")
-    if isinstance(d.stream_id, bool) or not isinstance(d.stream_id, int) \
-            or not 0 <= d.stream_id <= MAX_STREAM_ID:
+    if (
+        isinstance(d.stream_id, bool)
+        or not isinstance(d.stream_id, int)
+        or not 0 <= d.stream_id <= MAX_STREAM_ID
+    ):
         raise BadDescriptor(f"topic {topic}: stream id {d.stream_id!r} out of range")
     if not isinstance(d.ros_type, str) or not _TYPE_RE.match(d.ros_type):
         raise BadDescriptor(f"topic {topic}: invalid ROS type name {d.ros_type!r}")
     if not isinstance(d.type_hash, str) or not _HASH_RE.match(d.type_hash):
-        raise BadDescriptor(f"topic {topic}: invalid type hash {d.type_hash!r} "
-                            "(want RIHS01_ and 64 lower-case hex digits)")
+        raise BadDescriptor(
+            f"topic {topic}: invalid type hash {d.type_hash!r} "
+            "(want RIHS01_ and 64 lower-case hex digits)"
+        )
     if d.delivery not in DELIVERY_CLASSES:
         raise BadDescriptor(f"topic {topic}: delivery {d.delivery!r} is not latest or reliable")
     for name in ("max_rate_hz", "max_age_s"):
         v = getattr(d, name)
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) \
-                or v <= 0:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
             raise BadDescriptor(f"topic {topic}: {name} must be a positive finite number: {v!r}")
 
 
@@ -437,8 +489,9 @@ def encode_descriptors(descriptors: Iterable[StreamDescriptor]) -> bytes:
     """Stable serialisation: canonical JSON (sorted keys, no spaces, streams by id), UTF-8."""
     items = sorted(descriptors, key=lambda d: d.stream_id)
     doc = {"v": DESCRIPTOR_VERSION, "streams": [d.to_dict() for d in items]}
-    return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                      allow_nan=False).encode("utf-8")
+    return json.dumps(
+        doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    ).encode("utf-8")
 
 
 def decode_descriptors(data: bytes, *, max_size: int = 256 * 1024) -> list[StreamDescriptor]:
@@ -452,18 +505,17 @@ def decode_descriptors(data: bytes, *, max_size: int = 256 * 1024) -> list[Strea
     if not isinstance(doc, dict) or set(doc) != {"v", "streams"}:
         raise BadDescriptor("descriptor set must be an object with exactly 'v' and 'streams'")
     if doc["v"] != DESCRIPTOR_VERSION or isinstance(doc["v"], bool):
-        raise WrongVersion(f"descriptor version {doc['v']!r}, this end speaks "
-                           f"{DESCRIPTOR_VERSION}")
+        raise WrongVersion(f"descriptor version {doc['v']!r}, this end speaks {DESCRIPTOR_VERSION}")
     streams = doc["streams"]
     if not isinstance(streams, list) or len(streams) > MAX_DESCRIPTORS:
-        raise BadDescriptor("'streams' must be a list of at most "
-                            f"{MAX_DESCRIPTORS} descriptors")
+        raise BadDescriptor(f"'streams' must be a list of at most {MAX_DESCRIPTORS} descriptors")
     out = []
     for item in streams:
         if not isinstance(item, dict) or set(item) != set(_FIELDS):
             got = sorted(item) if isinstance(item, dict) else type(item).__name__
-            raise BadDescriptor(f"descriptor must have exactly the fields {list(_FIELDS)}, "
-                                f"got {got}")
+            raise BadDescriptor(
+                f"descriptor must have exactly the fields {list(_FIELDS)}, got {got}"
+            )
         out.append(StreamDescriptor(**item))
     return out
 
@@ -485,8 +537,12 @@ class DescriptorProblem:
         return self.message
 
 
-def match_descriptors(local: Sequence[StreamDescriptor], remote: Sequence[StreamDescriptor],
-                      *, known_types: Collection[str] | None = None) -> list[DescriptorProblem]:
+def match_descriptors(
+    local: Sequence[StreamDescriptor],
+    remote: Sequence[StreamDescriptor],
+    *,
+    known_types: Collection[str] | None = None,
+) -> list[DescriptorProblem]:
     """Compare what we expect to receive (``local``) with what the peer announces (``remote``).
 
     Type name, type hash and delivery class must agree per topic; a remote topic we do not
@@ -503,23 +559,36 @@ def match_descriptors(local: Sequence[StreamDescriptor], remote: Sequence[Stream
             continue
         seen.add(r.topic)
         if known_types is not None and r.ros_type not in known_types:
-            problems.append(DescriptorProblem(
-                r.topic, "unknown_type",
-                f"topic {r.topic}: peer sends type {r.ros_type}, which this end cannot handle"))
+            problems.append(
+                DescriptorProblem(
+                    r.topic,
+                    "unknown_type",
+                    f"topic {r.topic}: peer sends type {r.ros_type}, which this end cannot handle",
+                )
+            )
             continue
         m = mine.get(r.topic)
         if m is None:
-            problems.append(DescriptorProblem(
-                r.topic, "unknown_topic",
-                f"topic {r.topic}: peer announces it ({r.ros_type}) but it is not configured "
-                "here"))
+            problems.append(
+                DescriptorProblem(
+                    r.topic,
+                    "unknown_topic",
+                    f"topic {r.topic}: peer announces it ({r.ros_type}) but it is not configured "
+                    "here",
+                )
+            )
             continue
         problems += _compare(m, r)
     for m in local:
         if m.topic not in seen:
-            problems.append(DescriptorProblem(
-                m.topic, "missing", f"topic {m.topic}: expected from the peer but not announced",
-                fatal=False))
+            problems.append(
+                DescriptorProblem(
+                    m.topic,
+                    "missing",
+                    f"topic {m.topic}: expected from the peer but not announced",
+                    fatal=False,
+                )
+            )
     return problems
 
 
@@ -529,14 +598,19 @@ def _duplicates(remote: Sequence[StreamDescriptor]) -> list[DescriptorProblem]:
     topics: set[str] = set()
     for r in remote:
         if r.stream_id in ids:
-            out.append(DescriptorProblem(
-                r.topic, "duplicate_stream_id",
-                f"topic {r.topic}: stream id {r.stream_id} already used by {ids[r.stream_id]}"))
+            out.append(
+                DescriptorProblem(
+                    r.topic,
+                    "duplicate_stream_id",
+                    f"topic {r.topic}: stream id {r.stream_id} already used by {ids[r.stream_id]}",
+                )
+            )
         else:
             ids[r.stream_id] = r.topic
         if r.topic in topics:
-            out.append(DescriptorProblem(r.topic, "duplicate_topic",
-                                         f"topic {r.topic}: announced twice"))
+            out.append(
+                DescriptorProblem(r.topic, "duplicate_topic", f"topic {r.topic}: announced twice")
+            )
         topics.add(r.topic)
     return out
 
@@ -544,18 +618,30 @@ def _duplicates(remote: Sequence[StreamDescriptor]) -> list[DescriptorProblem]:
 def _compare(m: StreamDescriptor, r: StreamDescriptor) -> list[DescriptorProblem]:
     out = []
     if m.ros_type != r.ros_type:
-        out.append(DescriptorProblem(
-            r.topic, "type_mismatch",
-            f"topic {r.topic}: type mismatch: this end expects {m.ros_type}, peer sends "
-            f"{r.ros_type}"))
+        out.append(
+            DescriptorProblem(
+                r.topic,
+                "type_mismatch",
+                f"topic {r.topic}: type mismatch: this end expects {m.ros_type}, peer sends "
+                f"{r.ros_type}",
+            )
+        )
     elif m.type_hash != r.type_hash:
-        out.append(DescriptorProblem(
-            r.topic, "hash_mismatch",
-            f"topic {r.topic}: type hash mismatch for {r.ros_type}: this end has "
-            f"{m.type_hash}, peer has {r.type_hash} (different message definitions)"))
+        out.append(
+            DescriptorProblem(
+                r.topic,
+                "hash_mismatch",
+                f"topic {r.topic}: type hash mismatch for {r.ros_type}: this end has "
+                f"{m.type_hash}, peer has {r.type_hash} (different message definitions)",
+            )
+        )
     if m.delivery != r.delivery:
-        out.append(DescriptorProblem(
-            r.topic, "delivery_mismatch",
-            f"topic {r.topic}: delivery mismatch: this end expects {m.delivery}, peer sends "
-            f"{r.delivery}"))
+        out.append(
+            DescriptorProblem(
+                r.topic,
+                "delivery_mismatch",
+                f"topic {r.topic}: delivery mismatch: this end expects {m.delivery}, peer sends "
+                f"{r.delivery}",
+            )
+        )
     return out

@@ -130,3 +130,25 @@ def test_launch_description_generates_in_a_ros_install(
     spec.loader.exec_module(module)
     description = module.generate_launch_description()
     assert description.entities
+
+
+@pytest.mark.parametrize("version", ["3.10", "3.12"])
+def test_sources_compile_on_other_supported_pythons(version: str) -> None:
+    """Humble runs Python 3.10 and Kilted 3.12: no syntax newer or older than they accept."""
+    candidates = [shutil.which(f"python{version}")]
+    candidates += sorted(map(str, Path.home().glob(f".pyenv/versions/{version}.*/bin/python3")))
+    exe = next((c for c in candidates if c and _runs(c)), None)
+    if exe is None:
+        pytest.skip(f"no python{version} interpreter on this machine")
+    sources = sorted(str(p) for d in ("src", "launch", "bench") for p in (ROOT / d).rglob("*.py"))
+    code = (
+        "import sys\n"
+        "for path in sys.argv[1:]:\n"
+        "    compile(open(path, encoding='utf-8').read(), path, 'exec')\n"
+    )
+    result = subprocess.run([exe, "-c", code, *sources], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
+def _runs(exe: str) -> bool:
+    return subprocess.run([exe, "-c", "pass"], capture_output=True).returncode == 0

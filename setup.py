@@ -58,6 +58,7 @@ setup(
             "dexter_sim = dexter_driver.sim:main",
             "dexter_driver = dexter_driver.ros_node:main",
             "jitsi-teleop = jitsi_teleop.cli:main",
+            "teleop = jitsi_teleop.ros.teleop_node:main",
         ],
     },
 )

@@ -297,6 +297,29 @@ async def test_wall_stops_the_tool_tip(tcp_port: int) -> None:
         assert kinematics.tool_position((await client.status()).measured_angles)[2] > z0 + 0.03
 
 
+async def test_operator_hand_holds_and_moves_a_follow_me_arm(tcp_port: int) -> None:
+    async with running(tcp_port) as (sim, client):
+        await move_to(sim, client, BENT)
+        await client.set_follow_me()
+        start = np.array(sim.tool_position())
+        sim.set_hand()  # the operator grips the tool where it is
+        sim.set_external_torque([0.3, 0.0, 0.0, 0.0, 0.0])  # a disturbance the hand resists
+        sim.step(1.0)
+        q = (await client.status()).measured_angles
+        assert np.linalg.norm(kinematics.tool_position(q) - start) < 0.01
+        sim.set_external_torque([0.0] * 5)
+        goal = start + np.array([0.05, 0.0, -0.04])
+        sim.set_hand(goal)  # the operator moves the tool
+        sim.step(2.0)
+        q = (await client.status()).measured_angles
+        assert np.linalg.norm(kinematics.tool_position(q) - goal) < 0.005
+        assert abs(q[4] - BENT[4]) < 0.05  # the grip keeps the wrist where it was
+        reply = sim.control('{"op": "hand", "target": [0, 0, "x"]}')
+        assert reply["ok"] is False and "hand target" in str(reply["error"])
+        sim.clear_external()
+        assert sim.physics.hand is None
+
+
 async def test_position_mode_into_a_wall_loads_the_servo(tcp_port: int) -> None:
     async with running(tcp_port) as (sim, client):
         await move_to(sim, client, BENT)

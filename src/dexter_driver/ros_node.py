@@ -68,6 +68,7 @@ class DriverParams:
     upper: tuple[float, ...]
     command_timeout_s: float
     joint_stiffness: tuple[float, ...]
+    joint_damping: tuple[float, ...]
     force_unit_nm: float
     max_torque_nm: tuple[float, ...]
     frame_id: str
@@ -144,6 +145,14 @@ class DexterDriverNode(Node):
             [400.0, 400.0, 300.0, 80.0, 80.0],
             _desc("servo stiffness (N·m/rad) turning tracking error into joint torque"),
         ).value
+        damping = d(
+            "joint_damping",
+            [11.3, 11.3, 7.7, 1.8, 1.8],
+            _desc(
+                "servo velocity damping (N·m·s/rad): while the arm moves, this much of the "
+                "tracking error is the servo's own damping, not an external force"
+            ),
+        ).value
         unit = d(
             "force_unit_nm",
             0.001,
@@ -177,6 +186,7 @@ class DexterDriverNode(Node):
             ("joint_lower", lower),
             ("joint_upper", upper),
             ("joint_stiffness", stiffness),
+            ("joint_damping", damping),
             ("max_torque_nm", max_t),
         ):
             if len(seq) != len(names):
@@ -191,6 +201,7 @@ class DexterDriverNode(Node):
             upper=tuple(map(float, upper)),
             command_timeout_s=float(timeout),
             joint_stiffness=tuple(map(float, stiffness)),
+            joint_damping=tuple(map(float, damping)),
             force_unit_nm=float(unit),
             max_torque_nm=tuple(map(float, max_t)),
             frame_id=str(frame),
@@ -271,7 +282,12 @@ class DexterDriverNode(Node):
             raw = (q - self._prev[1]) / (t - self._prev[0])
             self._velocity = 0.5 * self._velocity + 0.5 * raw  # light smoothing of a noisy diff
         self._prev = (t, q)
-        servo_torque = np.asarray(p.joint_stiffness) * np.asarray(status.delta[:n], dtype=float)
+        # The servo's torque: stiffness × tracking error, less its own velocity damping (which
+        # shows up as tracking error in free motion and is no contact force).
+        delta = np.asarray(status.delta[:n], dtype=float)
+        servo_torque = np.asarray(p.joint_stiffness) * delta
+        if p.mode == "position":
+            servo_torque -= np.asarray(p.joint_damping) * self._velocity
         stamp = self.get_clock().now().to_msg()
         js = JointState()
         js.header.stamp = stamp

@@ -14,7 +14,7 @@ a slow background tick (so CPU stays low; a resting arm costs nothing):
   DELTA (sp - q) and PID_DELTA (filtered), the driver's effort proxy.
 * follow-me mode: an admittance ``I q'' = tau - B q'`` that moves under external torque;
   FORCE_DELTA = measured - commanded.
-* tau = scripted external torque + J^T (external wrench) + J^T (wall contact force)
+* tau = scripted external torque + J^T (external wrench + wall contact force + hand)
   + injected ``S JnForce v`` x :data:`SIM_FORCE_NM_PER_UNIT`.
 
 Gravity is not modelled (the real arm's steppers hold it). Not simulated: `M`/`T`/`C` (on-board
@@ -75,7 +75,9 @@ __all__ = [
     "SIM_FORCE_NM_PER_UNIT",
     "DexterPhysics",
     "DexterSim",
+    "Hand",
     "SimConfig",
+    "Wall",
     "main",
 ]
 
@@ -170,6 +172,20 @@ class _Move:
 
 
 @dataclass(frozen=True)
+class Hand:
+    """An operator's hand on the tool: a spring-damper pulling the tip toward ``target`` (base
+    frame, m) and a grip holding the wrist joints J4/J5 at ``wrist`` (rad). This is what holds
+    a follow-me arm still, and what force feedback pushes against."""
+
+    target: tuple[float, float, float]
+    wrist: tuple[float, float]
+    stiffness: float = 300.0  #: N/m
+    damping: float = 15.0  #: N·s/m
+    wrist_stiffness: float = 1.5  #: N·m/rad
+    wrist_damping: float = 0.05  #: N·m·s/rad
+
+
+@dataclass(frozen=True)
 class Wall:
     """A stiff plane obstacle for the tool tip: free side n·p >= offset (base frame, m)."""
 
@@ -206,6 +222,7 @@ class DexterPhysics:
         self.ext_torque = np.zeros(n)
         self.ext_wrench = np.zeros(6)
         self.wall: Wall | None = None
+        self.hand: Hand | None = None
         self.pid = np.zeros(n)
         self.k = np.array(c.stiffness)
         self.inertia = np.array(c.inertia)
@@ -235,13 +252,20 @@ class DexterPhysics:
         self.pid[:] = 0.0
 
     def external_torque(self) -> np.ndarray:
-        """Total external joint torque now: scripted torque + J^T (wrench + wall force)."""
+        """Total external joint torque now: scripted torque + J^T (wrench + wall + hand)."""
         tau = self.ext_torque.copy()
-        wall, wrench = self.wall, self.ext_wrench
-        if wall is None and not wrench.any():
+        wall, wrench, hand = self.wall, self.ext_wrench, self.hand
+        if wall is None and hand is None and not wrench.any():
             return tau
         jac = kinematics.jacobian(self.q, self.config.links)
         w = wrench.copy()
+        if hand is not None:
+            tip = kinematics.tool_position(self.q, self.config.links)
+            w[:3] += hand.stiffness * (np.asarray(hand.target) - tip) - hand.damping * (
+                jac[:3] @ self.qd
+            )
+            tau[3:5] += hand.wrist_stiffness * (np.asarray(hand.wrist) - self.q[3:5])
+            tau[3:5] -= hand.wrist_damping * self.qd[3:5]
         if wall is not None:
             n = np.asarray(wall.normal)
             pen = self._wall_penetration()
@@ -259,7 +283,7 @@ class DexterPhysics:
 
     def at_rest(self) -> bool:
         """Nothing would change in a step: lets the server skip integrating an idle arm."""
-        if self.queue or self.ext_wrench.any() or self._wall_penetration() > 0.0:
+        if self.queue or self.ext_wrench.any() or self._wall_penetration() > 0.0 or self.hand:
             return False
         if self.ext_torque.any() or self.force_units.any() or np.abs(self.qd).max() > 1e-9:
             return False
@@ -511,13 +535,38 @@ class DexterSim:
         self.advance()
         self.physics.wall = Wall(tuple(n / norm), float(offset), float(stiffness), float(damping))
 
+    def set_hand(
+        self,
+        target: Sequence[float] | None = None,
+        stiffness: float = 300.0,
+        damping: float = 15.0,
+        wrist_stiffness: float = 1.5,
+        wrist_damping: float = 0.05,
+    ) -> None:
+        """Put (or move) an operator's hand on the tool: the tip is pulled toward ``target``
+        (base frame, m; default: where the tip is now) and the wrist held where it is."""
+        self.advance()
+        p = self.physics
+        tip = kinematics.tool_position(p.q, self.config.links) if target is None else target
+        t = _finite_vector(tip, 3, "hand target")
+        gains = (stiffness, damping, wrist_stiffness, wrist_damping)
+        if not all(math.isfinite(g) and g >= 0 for g in gains):
+            raise ValueError("hand stiffness and damping must be finite and >= 0")
+        wrist = p.hand.wrist if p.hand is not None else (float(p.q[3]), float(p.q[4]))
+        p.hand = Hand((float(t[0]), float(t[1]), float(t[2])), wrist, *map(float, gains))
+
+    def clear_hand(self) -> None:
+        self.advance()
+        self.physics.hand = None
+
     def clear_wall(self) -> None:
         self.advance()
         self.physics.wall = None
 
     def clear_external(self) -> None:
-        """Remove every scripted force (torque, wrench, wall)."""
+        """Remove every scripted force (torque, wrench, wall, hand)."""
         self.advance()
+        self.physics.hand = None
         self.physics.ext_torque = np.zeros(JOINT_COUNT)
         self.physics.ext_wrench = np.zeros(6)
         self.physics.wall = None
@@ -731,10 +780,16 @@ class DexterSim:
                     float(msg.get("stiffness", 20000.0)),
                     float(msg.get("damping", 200.0)),
                 )
+            elif op == "hand":
+                self.set_hand(
+                    msg.get("target"),
+                    float(msg.get("stiffness", 300.0)),
+                    float(msg.get("damping", 15.0)),
+                )
             elif op == "clear":
                 self.clear_external()
             elif op != "state":
-                raise ValueError(f"unknown op {op!r} (torque, wrench, wall, clear, state)")
+                raise ValueError(f"unknown op {op!r} (torque, wrench, wall, hand, clear, state)")
         except (ValueError, KeyError, TypeError) as exc:
             return {"ok": False, "error": str(exc)}
         p = self.physics
@@ -749,7 +804,10 @@ class DexterSim:
 
 
 def _finite_vector(values: Sequence[float], n: int, what: str) -> np.ndarray:
-    arr = np.asarray(values, dtype=float).reshape(-1)
+    try:
+        arr = np.asarray(values, dtype=float).reshape(-1)
+    except (TypeError, ValueError):
+        raise ValueError(f"{what} needs {n} finite numbers, got {values!r}") from None
     if arr.size != n or not np.all(np.isfinite(arr)):
         raise ValueError(f"{what} needs {n} finite values, got {values!r}")
     return arr
@@ -788,7 +846,9 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
             "Control port (loopback), one JSON object per line, one reply line each: "
             '{"op": "torque", "values": [5 x N·m]}, {"op": "wrench", "values": [fx, fy, fz, tx, '
             'ty, tz]} (tool tip, base frame), {"op": "wall", "normal": [x, y, z], "offset": m, '
-            '"stiffness": N/m, "damping": N·s/m}, {"op": "clear"}, {"op": "state"}.'
+            '"stiffness": N/m, "damping": N·s/m}, {"op": "hand", "target": [x, y, z] (default: '
+            'where the tip is), "stiffness": N/m, "damping": N·s/m} (an operator holding the '
+            'tool), {"op": "clear"}, {"op": "state"}.'
         ),
     )
     ap.add_argument("--host", default="127.0.0.1", help="bind address (default loopback)")

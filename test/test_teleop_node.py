@@ -1,0 +1,251 @@
+"""Teleop nodes with real rclpy between two driver nodes and two simulated Dexters.
+
+The two sites share one ROS context here (the transport that joins them in real use is tested
+on its own): the leader site lives in namespace /site_a, the follower in /site_b, and each
+teleop node reads the other site's topics under its ``peer_prefix``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+import pytest
+
+rclpy = pytest.importorskip("rclpy", reason="needs rclpy (ROS wheels or a ROS 2 install)")
+
+from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
+from rclpy.executors import MultiThreadedExecutor  # noqa: E402
+from rclpy.parameter import Parameter  # noqa: E402
+from std_msgs.msg import Bool  # noqa: E402
+from std_srvs.srv import Trigger  # noqa: E402
+
+from dexter_driver import kinematics  # noqa: E402
+from dexter_driver.ros_node import DexterDriverNode  # noqa: E402
+from dexter_driver.sim import DexterSim, SimConfig  # noqa: E402
+from jitsi_teleop.loop_thread import LoopThread  # noqa: E402
+from jitsi_teleop.ros.teleop_node import ESTOP_QOS, TeleopNode  # noqa: E402
+
+pytestmark = pytest.mark.ros
+
+Q0 = (0.0, 0.3, 1.2, 0.07, 0.0)  # tool pointing down, well away from singularities
+
+
+@dataclass
+class TwoSites:
+    loop: LoopThread
+    leader_sim: DexterSim
+    follower_sim: DexterSim
+    leader: TeleopNode
+    follower: TeleopNode
+    probe: rclpy.node.Node
+    diagnostics: dict[str, DiagnosticArray] = field(default_factory=dict)
+
+    def sim(self, sim: DexterSim, fn: Callable[[DexterSim], object]) -> object:
+        async def run() -> object:
+            return fn(sim)
+
+        return self.loop.run(run())
+
+    def angles(self, sim: DexterSim) -> np.ndarray:
+        return np.asarray(self.sim(sim, lambda s: s.joint_angles()))
+
+    def wait_for(self, pred: Callable[[], bool], timeout: float = 8.0) -> bool:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if pred():
+                return True
+            time.sleep(0.05)
+        return pred()
+
+
+def _state(node: TeleopNode) -> str:
+    return {kv.key: kv.value for kv in node.diagnostic_status().values}["state"]
+
+
+def _place(sim: DexterSim, q) -> None:
+    """Put a simulated arm at ``q`` at rest (as if it had been moved there before)."""
+    p = sim.physics
+    p.q = np.asarray(q, float).copy()
+    p.qd[:] = 0.0
+    p.setpoint = p.q.copy()
+    p.traj = p.q.copy()
+    p.a_goal = p.q.copy()
+    p.p_offset[:] = 0.0
+
+
+@pytest.fixture
+def sites() -> Iterator[TwoSites]:
+    loop = LoopThread("sims")
+    leader_sim, follower_sim = DexterSim(SimConfig(port=0)), DexterSim(SimConfig(port=0))
+    loop.run(leader_sim.start())
+    loop.run(follower_sim.start())
+
+    async def place() -> None:
+        _place(leader_sim, Q0)
+        _place(follower_sim, Q0)
+        leader_sim.set_hand()  # the operator holds the leader's tool where it is
+
+    loop.run(place())
+    context = rclpy.context.Context()
+    rclpy.init(context=context)
+    common = [Parameter("rate_hz", value=100.0), Parameter("diagnostics_period", value=0.2)]
+    drivers = [
+        DexterDriverNode(
+            context=context,
+            namespace=ns,
+            parameter_overrides=[
+                Parameter("port", value=sim.port),
+                Parameter("mode", value=mode),
+                Parameter("command_timeout", value=0.3),
+                *common,
+            ],
+        )
+        for ns, sim, mode in (
+            ("site_a", leader_sim, "follow_me"),
+            ("site_b", follower_sim, "position"),
+        )
+    ]
+    leader = TeleopNode(
+        context=context,
+        namespace="site_a",
+        parameter_overrides=[
+            Parameter("role", value="leader"),
+            Parameter("peer_prefix", value="/site_b"),
+            *common,
+        ],
+    )
+    follower = TeleopNode(
+        context=context,
+        namespace="site_b",
+        parameter_overrides=[
+            Parameter("role", value="follower"),
+            Parameter("peer_prefix", value="/site_a"),
+            # six nodes and two simulators share one Python process (one GIL) here, so
+            # callbacks can be late by more than the 0.15 s default lease
+            Parameter("command_timeout", value=0.5),
+            *common,
+        ],
+    )
+    probe = rclpy.create_node("probe", context=context)
+    executor = MultiThreadedExecutor(num_threads=2, context=context)
+    for node in (*drivers, leader, follower, probe):
+        executor.add_node(node)
+    spinner = threading.Thread(target=executor.spin, daemon=True)
+    spinner.start()
+    s = TwoSites(loop, leader_sim, follower_sim, leader, follower, probe)
+    try:
+        assert s.wait_for(lambda: _state(follower) == "tracking"), "follower never tracked"
+        yield s
+    finally:
+        executor.shutdown()
+        spinner.join(5)
+        for node in (*drivers, leader, follower, probe):
+            node.destroy_node()
+        rclpy.shutdown(context=context)
+        loop.run(leader_sim.stop())
+        loop.run(follower_sim.stop())
+        loop.stop()
+
+
+def _tip(q) -> np.ndarray:
+    return kinematics.tool_position(q)
+
+
+def _move_hand(s: TwoSites, offset) -> np.ndarray:
+    goal = _tip(Q0) + np.asarray(offset, dtype=float)
+    s.sim(s.leader_sim, lambda sim: sim.set_hand(goal))
+    return goal
+
+
+def test_follower_tracks_the_leader_moved_by_hand(sites: TwoSites) -> None:
+    s = sites
+    goal = _move_hand(s, (0.06, 0.0, -0.04))  # the operator moves the leader's tool
+    assert s.wait_for(lambda: np.linalg.norm(_tip(s.angles(s.leader_sim)) - goal) < 0.005)
+    assert s.wait_for(
+        lambda: np.allclose(s.angles(s.follower_sim), s.angles(s.leader_sim), atol=0.01)
+    )
+    assert s.wait_for(lambda: _state(s.follower) == "tracking")
+    # in free space, once the follower has caught up, nothing is rendered (deadband)
+    assert s.wait_for(lambda: np.abs(np.asarray(s.leader_sim.physics.force_units)).max() == 0)
+
+
+def test_contact_at_the_follower_is_felt_at_the_leader(sites: TwoSites) -> None:
+    s = sites
+    # a table 2 cm below the follower's tool; the operator pushes the leader 5 cm down
+    table_z = _tip(Q0)[2] - 0.02
+    s.sim(s.follower_sim, lambda sim: sim.set_wall((0, 0, 1), table_z, 20000.0, 200.0))
+    goal = _move_hand(s, (0.0, 0.0, -0.05))
+
+    def rendered() -> np.ndarray:
+        return np.asarray(s.leader_sim.physics.force_units, dtype=float)
+
+    assert s.wait_for(lambda: np.abs(rendered()).max() > 100)  # > 0.1 N·m on some joint
+    time.sleep(1.0)  # let the contact settle
+    # Averaged over half a second (the passivity controller's damping and the estimate's noise
+    # move single samples): the follower rests on the table, the rendered torque pushes the
+    # leader's tip up (Jᵀ F with F along +z), and the operator's hand is held above its goal.
+    taus, lifts, follower_z = [], [], []
+    for _ in range(25):
+        taus.append(rendered())
+        lifts.append(_tip(s.angles(s.leader_sim))[2] - goal[2])
+        follower_z.append(_tip(s.angles(s.follower_sim))[2])
+        time.sleep(0.02)
+    tau = np.mean(taus, axis=0)
+    jt_f = kinematics.joint_torques_from_wrench(s.angles(s.leader_sim), [0, 0, 1.0, 0, 0, 0])
+    cosine = float(tau @ jt_f / (np.linalg.norm(tau) * np.linalg.norm(jt_f)))
+    assert cosine > 0.5, f"rendered torque {tau} does not push the tip up ({cosine:.2f})"
+    assert np.mean(lifts) > 0.003, "the operator's hand should be held up by the feedback"
+    assert min(follower_z) > table_z - 0.003, "the follower pressed through the table"
+    _move_hand(s, (0.0, 0.0, 0.0))  # retreat: free again, nothing rendered
+    assert s.wait_for(lambda: np.abs(rendered()).max() == 0)
+
+
+def test_estop_latches_and_only_a_local_reset_clears_it(sites: TwoSites) -> None:
+    s = sites
+    client = s.probe.create_client(Trigger, "/site_b/teleop/estop")
+    assert client.wait_for_service(5.0)
+    future = client.call_async(Trigger.Request())
+    assert s.wait_for(future.done)
+    assert future.result().success
+    assert _state(s.follower) == "estop"
+    held = s.angles(s.follower_sim)
+    # the leader moves: the follower stays where it was
+    goal = _move_hand(s, (0.06, 0.0, -0.04))
+    assert s.wait_for(lambda: np.linalg.norm(_tip(s.angles(s.leader_sim)) - goal) < 0.005)
+    time.sleep(0.3)
+    np.testing.assert_allclose(s.angles(s.follower_sim), held, atol=0.01)
+    # a cleared e-stop published by the leader does not release the follower
+    pub = s.probe.create_publisher(Bool, "/site_a/teleop/estop", ESTOP_QOS)
+    pub.publish(Bool(data=False))
+    time.sleep(0.3)
+    assert _state(s.follower) == "estop"
+    # the local reset does; then the follower catches up with the leader without a jump
+    reset = s.probe.create_client(Trigger, "/site_b/teleop/reset")
+    assert reset.wait_for_service(5.0)
+    future = reset.call_async(Trigger.Request())
+    assert s.wait_for(future.done) and future.result().success
+    target = s.angles(s.leader_sim)
+    assert s.wait_for(lambda: np.allclose(s.angles(s.follower_sim), target, atol=0.01), 10.0)
+
+
+def test_estop_from_the_leader_site_crosses_to_the_follower(sites: TwoSites) -> None:
+    s = sites
+    client = s.probe.create_client(Trigger, "/site_a/teleop/estop")
+    assert client.wait_for_service(5.0)
+    future = client.call_async(Trigger.Request())
+    assert s.wait_for(future.done) and future.result().success
+    assert s.wait_for(lambda: _state(s.follower) == "estop")
+    assert {kv.key: kv.value for kv in s.leader.diagnostic_status().values}["state"] == "estop"
+
+
+def test_follower_holds_when_the_leader_goes_silent(sites: TwoSites) -> None:
+    s = sites
+    s.loop.run(s.leader_sim.stop())  # the leader's robot (hence its joint_states) goes away
+    assert s.wait_for(lambda: _state(s.follower) == "holding")
+    first = s.angles(s.follower_sim)
+    time.sleep(0.5)
+    np.testing.assert_allclose(s.angles(s.follower_sim), first, atol=0.002)

@@ -503,6 +503,7 @@ class TeleopLoop:
         self._substeps = round(c.control_dt / c.physics_dt)
         self._send_every = round(c.send_dt / c.control_dt)
         self._wrist0 = np.asarray(c.q0, float)[3:5]
+        self._follower_prev_q = self.follower_arm.q.copy()
         self._rows: list[tuple[object, ...]] = []
 
     def _arm(self, follow: bool) -> DexterPhysics:
@@ -548,7 +549,12 @@ class TeleopLoop:
         msg = self.to_follower.receive(now)
         if msg is not None:
             self.follower.on_leader_state(msg, now)
-        servo_torque = self.follower_arm.k * self.follower_arm.delta()  # the driver's effort
+        # the driver's effort: stiffness × DELTA less the servo's own damping at the velocity
+        # the driver estimates (a backward difference of the measured angles)
+        arm = self.follower_arm
+        v_est = (arm.q - self._follower_prev_q) / c.control_dt
+        self._follower_prev_q = arm.q.copy()
+        servo_torque = arm.k * arm.delta() - arm.d_keep * v_est
         ft = self.follower.tick(now, self.follower_arm.q, servo_torque)
         self.follower_arm.set_offset(ft.command.command)
         if self._tick % self._send_every == 0:

@@ -50,6 +50,8 @@ setup(
             "colcon-python-setup-py",
             "catkin-pkg",
         ],
+        # baselines for `jitsi-teleop bench` (not needed to run anything else)
+        "bench": ["eclipse-zenoh>=1.0"],
     },
     zip_safe=False,
     entry_points={

@@ -37,7 +37,7 @@ stamp="$VENV/.installed-$(cat setup.py requirements-ros-wheels.txt | sha1sum | c
 if [ ! -e "$stamp" ]; then
   echo "setup-dev: installing Python packages into $VENV (first run takes a few minutes)"
   "$VENV/bin/python" -m pip install -q --upgrade pip setuptools wheel 2>&1 | grep -v "^WARNING: Location" || true
-  "$VENV/bin/python" -m pip install -q -e ".[test]" -r requirements-ros-wheels.txt 2>&1 \
+  "$VENV/bin/python" -m pip install -q -e ".[test,bench]" -r requirements-ros-wheels.txt 2>&1 \
     | grep -v "^WARNING: Location" || true
   "$VENV/bin/python" -c "import jitsi_teleop, dexter_driver, rclpy, aiortc, slixmpp" 
   rm -f "$VENV"/.installed-*

@@ -83,10 +83,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_doctor(sub)
+    bench = sub.add_parser(
+        "bench",
+        help="fast-path benchmark: data channel, datagrams, raw UDP and zenoh, two processes",
+        add_help=False,
+    )
+    bench.set_defaults(run=None, bench=True)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["bench"]:  # its own parser (it also re-runs itself as child processes)
+        from jitsi_teleop.benchmark import main as bench_main
+
+        return bench_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "run", None):

@@ -19,6 +19,9 @@ lint: setup
 
 bench: setup
 	$(PY) bench/bench_driver.py --json bench/results/driver.json
+	$(PY) bench/bench_slowpath.py --json bench/results/slowpath.json
+	$(PY) bench/bench_teleop_stability.py
+	$(VENV)/bin/jitsi-teleop bench --json bench/results/fastpath.json
 
 clean:
 	rm -rf $(VENV) build install log .pytest_cache

@@ -25,7 +25,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import WrenchStamped
 from rcl_interfaces.msg import ParameterDescriptor
@@ -48,6 +47,7 @@ from dexter_driver.command import (
     GateState,
 )
 from jitsi_teleop.loop_thread import LoopThread
+from jitsi_teleop.ros.common import publish_diagnostics, spin_node
 
 MODES = ("position", "follow_me", "monitor")
 # Latest-wins streams: a deep queue would only deliver stale targets late.
@@ -377,10 +377,7 @@ class DexterDriverNode(Node):
         return st
 
     def _publish_diagnostics(self) -> None:
-        arr = DiagnosticArray()
-        arr.header.stamp = self.get_clock().now().to_msg()
-        arr.status = [self.diagnostic_status()]
-        self._pub_diag.publish(arr)
+        publish_diagnostics(self, self._pub_diag, self.diagnostic_status())
 
     def destroy_node(self) -> None:
         if self.loop_thread.alive:
@@ -397,18 +394,7 @@ class DexterDriverNode(Node):
 
 
 def main(args: Sequence[str] | None = None) -> None:
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = DexterDriverNode()
-        rclpy.spin(node)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        if node is not None:
-            node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
+    spin_node(DexterDriverNode, args)
 
 
 if __name__ == "__main__":

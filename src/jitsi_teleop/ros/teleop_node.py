@@ -25,7 +25,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import WrenchStamped
 from rcl_interfaces.msg import ParameterDescriptor
@@ -35,6 +34,7 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool, Float64
 from std_srvs.srv import Trigger
 
+from jitsi_teleop.ros.common import publish_diagnostics, spin_node
 from jitsi_teleop.teleop.force_feedback import ForceFeedbackConfig
 from jitsi_teleop.teleop.interpolation import InterpolatorConfig
 from jitsi_teleop.teleop.loop import FollowerControl, FollowerFeedback, LeaderControl, LeaderState
@@ -367,25 +367,11 @@ class TeleopNode(Node):
         return st
 
     def _publish_diagnostics(self) -> None:
-        arr = DiagnosticArray()
-        arr.header.stamp = self.get_clock().now().to_msg()
-        arr.status = [self.diagnostic_status()]
-        self._pub_diag.publish(arr)
+        publish_diagnostics(self, self._pub_diag, self.diagnostic_status())
 
 
 def main(args: Sequence[str] | None = None) -> None:
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = TeleopNode()
-        rclpy.spin(node)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        if node is not None:
-            node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
+    spin_node(TeleopNode, args)
 
 
 if __name__ == "__main__":

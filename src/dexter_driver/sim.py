@@ -184,6 +184,15 @@ class Hand:
     wrist_stiffness: float = 1.5  #: N·m/rad
     wrist_damping: float = 0.05  #: N·m·s/rad
 
+    def load(
+        self, q: np.ndarray, qd: np.ndarray, tip: np.ndarray, jac_v: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """What the hand applies now: the force on the tip (N, base frame) and the grip's
+        torque on J4/J5 (N·m); ``jac_v`` is the Jacobian's linear part at ``q``."""
+        force = self.stiffness * (np.asarray(self.target) - tip) - self.damping * (jac_v @ qd)
+        grip = self.wrist_stiffness * (np.asarray(self.wrist) - q[3:5])
+        return force, grip - self.wrist_damping * qd[3:5]
+
 
 @dataclass(frozen=True)
 class Wall:
@@ -261,11 +270,9 @@ class DexterPhysics:
         w = wrench.copy()
         if hand is not None:
             tip = kinematics.tool_position(self.q, self.config.links)
-            w[:3] += hand.stiffness * (np.asarray(hand.target) - tip) - hand.damping * (
-                jac[:3] @ self.qd
-            )
-            tau[3:5] += hand.wrist_stiffness * (np.asarray(hand.wrist) - self.q[3:5])
-            tau[3:5] -= hand.wrist_damping * self.qd[3:5]
+            force, grip = hand.load(self.q, self.qd, tip, jac[:3])
+            w[:3] += force
+            tau[3:5] += grip
         if wall is not None:
             n = np.asarray(wall.normal)
             pen = self._wall_penetration()

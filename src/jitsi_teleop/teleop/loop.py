@@ -288,8 +288,10 @@ Q0: tuple[float, ...] = (0.0, 0.3, 1.2, 0.07, 0.0)
 
 @dataclass(frozen=True)
 class HandConfig:
-    """The operator's hand on the leader's tool: a Cartesian spring-damper on the tip plus a
-    grip that keeps the wrist joints (J4, J5) where they started."""
+    """The gains of the operator's hand on the leader's tool (the simulator's
+    :class:`~dexter_driver.sim.Hand`, whose target follows the script): a Cartesian
+    spring-damper on the tip plus a grip that keeps the wrist joints (J4, J5) where they
+    started."""
 
     stiffness: float = 300.0  #: N/m
     damping: float = 15.0  #: N·s/m
@@ -516,14 +518,22 @@ class TeleopLoop:
         return arm
 
     def _hand_torque(self, arm: DexterPhysics, t: float) -> FloatArray:
+        """The simulator's hand model, its target moved along the script."""
         h = self.config.hand
+        target = hand_target(self.config.script, t)
+        hand = _sim().Hand(
+            (float(target[0]), float(target[1]), float(target[2])),
+            (float(self._wrist0[0]), float(self._wrist0[1])),
+            h.stiffness,
+            h.damping,
+            h.wrist_stiffness,
+            h.wrist_damping,
+        )
         jac = kinematics.jacobian(arm.q, self.config.sim.links)[:3]
         tip = kinematics.tool_position(arm.q, self.config.sim.links)
-        force = h.stiffness * (hand_target(self.config.script, t) - tip) - h.damping * (
-            jac @ arm.qd
-        )
+        force, grip = hand.load(arm.q, arm.qd, tip, jac)
         tau = jac.T @ force
-        tau[3:5] += h.wrist_stiffness * (self._wrist0 - arm.q[3:5]) - h.wrist_damping * arm.qd[3:5]
+        tau[3:5] += grip
         return tau
 
     def _wall_force(self, tip: FloatArray) -> float:

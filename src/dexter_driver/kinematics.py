@@ -27,6 +27,8 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from transforms3d.quaternions import mat2quat
 
+from dexter_driver.protocol import HDI_JOINT_LIMITS_DEG
+
 __all__ = [
     "HD",
     "HDI",
@@ -67,14 +69,11 @@ HD = LinkLengths(0.228600, 0.320676, 0.330201, 0.050801, 0.082551)
 #: Joint names as used in the URDF and in ``sensor_msgs/JointState``.
 JOINT_NAMES: tuple[str, ...] = ("j1", "j2", "j3", "j4", "j5", "j6", "j7")
 
-#: HDI joint limits in degrees (Defaults.make_ins; J6 is the XL-320 tool roll). J7, the gripper,
-#: spans 0..296 servo degrees, which is not a geometric angle: the URDF models it as 0..1.5 rad.
+#: HDI joint limits in degrees by joint name: J1..J5 as the protocol module defines them
+#: (Defaults.make_ins), J6 the XL-320 tool roll. J7, the gripper, spans 0..296 servo degrees,
+#: which is not a geometric angle: the URDF models it as 0..1.5 rad.
 HDI_LIMITS_DEG: dict[str, tuple[float, float]] = {
-    "j1": (-185.0, 185.0),
-    "j2": (-105.0, 105.0),
-    "j3": (-150.0, 150.0),
-    "j4": (-120.0, 120.0),
-    "j5": (-185.0, 185.0),
+    **{f"j{i + 1}": lim for i, lim in enumerate(HDI_JOINT_LIMITS_DEG)},
     "j6": (-150.0, 150.0),
 }
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 
 import pytest
 
@@ -16,26 +16,25 @@ from prosody_server import ProsodyServer, prosody_available
 needs_prosody = pytest.mark.skipif(not prosody_available(), reason="prosody not installed")
 
 
-@pytest.fixture(scope="module")
-def prosody() -> ProsodyServer:
-    """One Jitsi-like Prosody (mod_limits on) shared by a test module."""
+def _running_prosody() -> Iterator[ProsodyServer]:
     if not prosody_available():
         pytest.skip("prosody not installed")
     srv = ProsodyServer()
     srv.start()
     yield srv
     srv.cleanup()
+
+
+@pytest.fixture(scope="module")
+def prosody() -> Iterator[ProsodyServer]:
+    """One Jitsi-like Prosody (mod_limits on) shared by a test module."""
+    yield from _running_prosody()
 
 
 @pytest.fixture
-def fresh_prosody() -> ProsodyServer:
+def fresh_prosody() -> Iterator[ProsodyServer]:
     """A Prosody of the test's own (for restarts)."""
-    if not prosody_available():
-        pytest.skip("prosody not installed")
-    srv = ProsodyServer()
-    srv.start()
-    yield srv
-    srv.cleanup()
+    yield from _running_prosody()
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -322,3 +323,18 @@ if __name__ == "__main__":  # manual check: python test/prosody_server.py
         print("websocket", srv.websocket_url, "c2s", srv.c2s_port)
         time.sleep(1)
         print(srv.tail())
+
+
+async def run_doctor(*args: str) -> tuple[int, str, str]:
+    """``jitsi-teleop doctor ARGS`` as a subprocess: (exit status, stdout, stderr)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "jitsi_teleop.cli",
+        "doctor",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    return proc.returncode, out.decode(), err.decode()

@@ -2,32 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import sys
 
 import pytest
 from aiohttp import web
 
 from conftest import free_tcp_port
-from prosody_server import eventually, room_config
+from prosody_server import eventually, room_config, run_doctor
 
 pytest_plugins = ["conftest_prosody"]
 pytestmark = [pytest.mark.prosody, pytest.mark.timeout(90)]
-
-
-async def doctor(*args: str) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "jitsi_teleop.cli",
-        "doctor",
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), 60)
-    return proc.returncode, out.decode(), err.decode()
 
 
 def explicit(prosody, room: str) -> list[str]:
@@ -52,7 +36,7 @@ async def test_doctor_success_lists_endpoints_json(prosody, rooms, room_name):
     human = rooms(room_config(prosody, room_name, teleop_role=None))
     await leader.join()
     await human.join()
-    code, out, err = await doctor(*explicit(prosody, room_name), "--json")
+    code, out, err = await run_doctor(*explicit(prosody, room_name), "--json")
     assert code == 0, err
     report = json.loads(out)
     assert report["ok"] and report["exit_code"] == 0
@@ -69,7 +53,7 @@ async def test_doctor_success_lists_endpoints_json(prosody, rooms, room_name):
 
 
 async def test_doctor_over_tcp_human_output(prosody, room_name):
-    code, out, err = await doctor(
+    code, out, err = await run_doctor(
         "--tcp", f"127.0.0.1:{prosody.c2s_port}", "--domain", prosody.domain, "--room", room_name
     )
     assert code == 0, err
@@ -98,7 +82,7 @@ var config = {{
     port = free_tcp_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()
     try:
-        code, out, err = await doctor(f"http://127.0.0.1:{port}/{room_name.upper()}", "--json")
+        code, out, err = await run_doctor(f"http://127.0.0.1:{port}/{room_name.upper()}", "--json")
     finally:
         await runner.cleanup()
     assert code == 0, err
@@ -112,17 +96,17 @@ async def test_doctor_wrong_password(prosody, rooms, room_name):
     owner = rooms(room_config(prosody, room_name, teleop_role="leader"))
     await owner.join()
     await owner.set_password("right")
-    code, _out, err = await doctor(*explicit(prosody, room_name), "--password", "wrong")
+    code, _out, err = await run_doctor(*explicit(prosody, room_name), "--password", "wrong")
     assert code == 6
     lines = err.strip().splitlines()
     assert len(lines) == 1 and "password" in lines[0]
-    code, _out, err = await doctor(*explicit(prosody, room_name), "--password", "right")
+    code, _out, err = await run_doctor(*explicit(prosody, room_name), "--password", "right")
     assert code == 0, err
 
 
 async def test_doctor_unreachable_and_usage(room_name):
     port = free_tcp_port()
-    code, out, err = await doctor(
+    code, out, err = await run_doctor(
         "--websocket",
         f"ws://127.0.0.1:{port}/xmpp-websocket",
         "--domain",
@@ -131,11 +115,11 @@ async def test_doctor_unreachable_and_usage(room_name):
         room_name,
     )
     assert code == 3 and "unreachable" in err and len(err.strip().splitlines()) == 1
-    code, out, err = await doctor(
+    code, out, err = await run_doctor(
         "--tcp", f"127.0.0.1:{port}", "--domain", "meet.test", "--room", room_name, "--json"
     )
     assert code == 3 and json.loads(out)["kind"] == "unreachable"
-    code, out, err = await doctor("--domain", "meet.test")
+    code, out, err = await run_doctor("--domain", "meet.test")
     assert code == 2 and "meeting URL" in err
-    code, out, err = await doctor(f"http://127.0.0.1:{port}/room")
+    code, out, err = await run_doctor(f"http://127.0.0.1:{port}/room")
     assert code == 8  # config.js could not be fetched

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
-import sys
-
 import pytest
 
 from jitsi_teleop.room.config import TlsError
-from prosody_server import ProsodyServer, prosody_available, room_config
+from prosody_server import ProsodyServer, prosody_available, room_config, run_doctor
 
 pytest_plugins = ["conftest_prosody"]
 pytestmark = [pytest.mark.prosody, pytest.mark.timeout(60)]
@@ -47,17 +44,7 @@ async def test_doctor_tls_failure_exit_code(tls_prosody, room_name):
     srv = tls_prosody
     base = ["--websocket", srv.secure_websocket_url, "--domain", srv.domain, "--room", room_name]
     for extra, expected in (([], 4), (["--insecure"], 0)):
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "jitsi_teleop.cli",
-            "doctor",
-            *base,
-            *extra,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        _out, err = await asyncio.wait_for(proc.communicate(), 60)
-        assert proc.returncode == expected, err.decode()
+        code, _out, err = await run_doctor(*base, *extra)
+        assert code == expected, err
         if expected:
-            assert "tls" in err.decode().lower()
+            assert "tls" in err.lower()

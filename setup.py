@@ -61,6 +61,7 @@ setup(
             "dexter_driver = dexter_driver.ros_node:main",
             "jitsi-teleop = jitsi_teleop.cli:main",
             "teleop = jitsi_teleop.ros.teleop_node:main",
+            "transport = jitsi_teleop.ros.transport_node:main",
         ],
     },
 )

@@ -6,18 +6,20 @@ from collections.abc import Callable, Sequence
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.publisher import Publisher
 
 
 def spin_node(factory: Callable[[], Node], args: Sequence[str] | None = None) -> None:
-    """``ros2 run`` entry point body: init, build the node, spin, and always clean up."""
+    """``ros2 run`` entry point body: init, build the node, spin, and always clean up.
+    SIGINT (Ctrl-C, ``ros2 launch``) and SIGTERM end the spin quietly."""
     rclpy.init(args=args)
     node = None
     try:
         node = factory()
         rclpy.spin(node)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
         if node is not None:

@@ -1,0 +1,381 @@
+"""Transport node (``ros2 run jitsi_teleop transport``): the configured topics cross the room.
+
+Raw subscriptions in, serialized publishes out: the node never decodes a message. The rclpy
+executor owns the main thread; the asyncio core (:class:`~jitsi_teleop.bridge.core.Bridge`:
+room, session, rate shaping) runs in a :class:`~jitsi_teleop.loop_thread.LoopThread`. A local
+message crosses threads once, through ``call_soon_threadsafe``; the peer's messages are
+republished straight from the asyncio thread (rcl publishers are thread-safe), so no executor
+wake-up sits on the receive path.
+
+Parameters (all read-only): ``role``, ``config`` (topic YAML; default the package's
+``config/teleop_topics.yaml``), ``peer_prefix`` (default ``/<peer role>``), the room
+(``room``: meeting URL; or ``domain``, ``room_name``, ``websocket_url`` / ``tcp``, ``muc_domain``,
+``focus``), ``password``, ``insecure``, ``secret_file`` (else ``$JITSI_TELEOP_KEY_FILE`` or
+``$JITSI_TELEOP_PASSPHRASE``: never the secret itself as a parameter), ``loopback_only``
+(ICE on 127.0.0.1 only: tests and the one-machine simulation), ``stun_turn`` (ask the server
+for STUN/TURN), ``robot``, ``diagnostics_period``.
+
+Out: the peer's topics under ``peer_prefix``, and ``/diagnostics`` (path in use, peer, round
+trip, clock, failovers, problems; per topic: rate, one-way latency p50/p99, age, drops).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+import math
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.node import Node
+from rclpy.qos import (
+    DurabilityPolicy,
+    HistoryPolicy,
+    QoSProfile,
+    ReliabilityPolicy,
+)
+
+from jitsi_teleop.bridge.core import Bridge, BridgeStatus, Incoming, Outgoing
+from jitsi_teleop.bridge.options import RoomOptions, SiteError, load_site_secret, resolve_room
+from jitsi_teleop.bridge.topics import (
+    QosSpec,
+    TopicConfigError,
+    TopicSpec,
+    default_peer_prefix,
+    load_topics,
+    peer_of,
+)
+from jitsi_teleop.links.p2p import P2PConfig, loopback_only
+from jitsi_teleop.loop_thread import LoopThread
+from jitsi_teleop.ros.common import spin_node
+from jitsi_teleop.session import PATH_P2P, ReceiveInfo, SessionConfig
+
+DEFAULT_TOPICS = "teleop_topics.yaml"
+#: What a raw subscription asks for: best effort matches any publisher; latest streams
+#: keep one sample, reliable ones keep everything until the bridge has it.
+_SUB_LATEST = QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT)
+_SUB_RELIABLE = QoSProfile(
+    history=HistoryPolicy.KEEP_ALL, reliability=ReliabilityPolicy.RELIABLE, depth=1000
+)
+
+
+class TransportError(RuntimeError):
+    """The node cannot start: the message says which setting or topic is at fault."""
+
+
+def default_config_path() -> str:
+    """The installed share/jitsi_teleop/config file, else the source tree's."""
+    try:
+        from ament_index_python.packages import get_package_share_directory
+
+        p = Path(get_package_share_directory("jitsi_teleop")) / "config" / DEFAULT_TOPICS
+        if p.exists():
+            return str(p)
+    except Exception:  # not in a ROS workspace (pip install -e): use the source tree
+        pass
+    return str(Path(__file__).resolve().parents[3] / "config" / DEFAULT_TOPICS)
+
+
+def message_class(spec: TopicSpec) -> Any:
+    """Import ``pkg/msg/Type``; a clear error naming the topic when it is not installed."""
+    pkg, _, name = spec.ros_type.split("/")
+    try:
+        return getattr(importlib.import_module(f"{pkg}.msg"), name)
+    except (ImportError, AttributeError):
+        raise TransportError(
+            f"topic {spec.topic}: type {spec.ros_type} is not installed at this site"
+        ) from None
+
+
+def publisher_qos(q: QosSpec) -> QoSProfile:
+    return QoSProfile(
+        depth=q.depth,
+        reliability=ReliabilityPolicy.RELIABLE
+        if q.reliability == "reliable"
+        else ReliabilityPolicy.BEST_EFFORT,
+        durability=DurabilityPolicy.TRANSIENT_LOCAL
+        if q.durability == "transient_local"
+        else DurabilityPolicy.VOLATILE,
+    )
+
+
+class TransportNode(Node):
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__("jitsi_teleop_transport", **kwargs)
+        p = self._declare_params()
+        self.role: str = p["role"]
+        if self.role not in ("leader", "follower"):
+            raise TransportError(f"role must be leader or follower, not {self.role!r}")
+        self.peer_prefix: str = p["peer_prefix"] or default_peer_prefix(self.role)
+        try:
+            topics = load_topics(p["config"] or default_config_path())
+        except TopicConfigError as e:
+            raise TransportError(str(e)) from None
+        self.topics_source = topics.source
+        self._pubs: dict[str, Any] = {}
+        outgoing = self._make_outgoing(topics.outgoing(self.role))
+        incoming = self._make_incoming(topics.incoming(self.role))
+        opts = RoomOptions(
+            meeting_url=p["room"],
+            websocket_url=p["websocket_url"],
+            tcp=p["tcp"],
+            domain=p["domain"],
+            muc_domain=p["muc_domain"],
+            room=p["room_name"],
+            focus=p["focus"],
+            password=os.environ.get("JITSI_TELEOP_ROOM_PASSWORD", "") or p["password"],
+            insecure=p["insecure"],
+        )
+        room_hint = opts.room or opts.meeting_url.rstrip("/").rsplit("/", 1)[-1]
+        try:
+            secret = load_site_secret(p["secret_file"], room_hint)
+        except SiteError as e:
+            raise TransportError(str(e)) from None
+        p2p = P2PConfig(candidate_filter=loopback_only if p["loopback_only"] else None)
+        session_config = SessionConfig(p2p=p2p, discover_ice_servers=p["stun_turn"])
+        self._loop = LoopThread("transport-asyncio")
+        try:
+            room_config = self._loop.run(
+                resolve_room(opts, self.role, secret.key_id, p["robot"]), timeout=30
+            )
+        except Exception as e:
+            self._loop.stop()
+            raise TransportError(f"room: {getattr(e, 'reason', None) or e}") from None
+        self.room_jid = room_config.room_jid
+        self.key_id = secret.key_id
+        self.bridge = Bridge(
+            room_config, session_config, secret, self.role, outgoing, incoming, self._republish
+        )
+        self._reported: set[str] = set()
+        self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self._closing = False
+        self._runner = self._loop.submit(self._run(p["diagnostics_period"]))
+        # subscriptions last: nothing is handed to the bridge before it exists
+        for i, o in enumerate(outgoing):
+            self._subscribe(i, o)
+        self.get_logger().info(
+            f"{self.role} in {self.room_jid} (key id {self.key_id}): "
+            f"{len(outgoing)} topics out, {len(incoming)} in under {self.peer_prefix}"
+        )
+
+    # ------------------------------------------------------------ setup ----------------
+    def _declare_params(self) -> dict[str, Any]:
+        spec: dict[str, tuple[Any, str]] = {
+            "role": ("leader", "leader or follower"),
+            "config": ("", "topic YAML (default: the package's config/teleop_topics.yaml)"),
+            "peer_prefix": ("", "where the peer's topics appear (default /<peer role>)"),
+            "room": ("", "meeting URL, e.g. https://meet.example.org/MyRoom"),
+            "room_name": ("", "room name (default: from the meeting URL)"),
+            "domain": ("", "XMPP domain (with websocket_url or tcp: no config.js lookup)"),
+            "muc_domain": ("", "MUC domain (default conference.<domain>)"),
+            "websocket_url": ("", "XMPP WebSocket URL (ws:// or wss://)"),
+            "tcp": ("", "host:port: plain XMPP over TCP instead of WebSocket"),
+            "focus": ("", "focus component JID (empty: none, or config.js's)"),
+            "password": ("", "room password (prefer $JITSI_TELEOP_ROOM_PASSWORD)"),
+            "insecure": (False, "do not verify TLS certificates (test servers only)"),
+            "secret_file": ("", "pairing key file (jitsi-teleop keygen FILE)"),
+            "loopback_only": (False, "ICE candidates on 127.0.0.1 only (one-machine tests)"),
+            "stun_turn": (True, "ask the server for STUN/TURN (XEP-0215)"),
+            "robot": ("dexter", "robot name announced in presence"),
+            "diagnostics_period": (1.0, "s between /diagnostics messages"),
+        }
+        out = {}
+        for name, (default, text) in spec.items():
+            desc = ParameterDescriptor(description=text, read_only=True)
+            out[name] = self.declare_parameter(name, default, desc).value
+        return out
+
+    def _type_hash(self, topic: str, publisher: bool) -> str:
+        """The type hash of our own endpoint on ``topic`` (what ``ros2 topic info -v`` shows)."""
+        name = self.resolve_topic_name(topic)
+        get = (
+            self.get_publishers_info_by_topic if publisher else self.get_subscriptions_info_by_topic
+        )
+        for info in get(name):
+            if info.node_name == self.get_name() and info.node_namespace == self.get_namespace():
+                return str(info.topic_type_hash)
+        raise TransportError(f"topic {topic}: the middleware reports no type hash")
+
+    def _make_outgoing(self, specs: Sequence[TopicSpec]) -> list[Outgoing]:
+        out = []
+        self._sub_specs: list[tuple[TopicSpec, Any]] = []
+        for i, s in enumerate(specs):
+            cls = message_class(s)
+            # a probe publisher on our own private name gives the local type hash without
+            # waiting for a subscription to be matched
+            probe = self.create_publisher(cls, f"~/type_probe_{i}", 1)
+            h = self._type_hash(f"~/type_probe_{i}", publisher=True)
+            self.destroy_publisher(probe)
+            out.append(Outgoing(s, h, stream_id=i + 1))
+            self._sub_specs.append((s, cls))
+        return out
+
+    def _make_incoming(self, specs: Sequence[TopicSpec]) -> list[Incoming]:
+        inc = []
+        for s in specs:
+            cls = message_class(s)
+            topic = s.receive_topic(self.peer_prefix)
+            pub = self.create_publisher(cls, topic, publisher_qos(s.qos))
+            h = self._type_hash(topic, publisher=True)
+            key = "/" + s.remote
+            self._pubs[key] = pub
+            inc.append(Incoming(s, h, pub.topic_name))
+        return inc
+
+    def _subscribe(self, index: int, o: Outgoing) -> None:
+        spec, cls = self._sub_specs[index]
+        qos = _SUB_RELIABLE if spec.delivery == "reliable" else _SUB_LATEST
+        call_soon = self._loop.loop.call_soon_threadsafe
+        send = self.bridge.send
+
+        def on_message(data: bytes) -> None:
+            call_soon(send, index, data)
+
+        self.create_subscription(cls, spec.topic, on_message, qos, raw=True)
+
+    # ------------------------------------------------------------ asyncio side ---------
+    def _republish(self, inc: Incoming, payload: bytes, info: ReceiveInfo) -> None:
+        self._pubs["/" + inc.spec.remote].publish(payload)
+
+    async def _run(self, period: float) -> None:
+        delay = 0.5
+        while not self._closing:
+            try:
+                await self.bridge.connect()
+                break
+            except Exception as e:
+                reason = getattr(e, "reason", None) or str(e) or type(e).__name__
+                self.get_logger().warning(f"cannot join {self.room_jid}: {reason}; retrying")
+                self._publish_diagnostics(None)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+        while not self._closing:
+            status = self.bridge.status()
+            self._report_problems(status)
+            self._publish_diagnostics(status)
+            await asyncio.sleep(period)
+
+    def _report_problems(self, status: BridgeStatus | None) -> None:
+        if status is None:
+            return
+        for text in status.session.problems + [
+            f"peer refused: {r}" for r in status.session.peer_refusals
+        ]:
+            if text not in self._reported:
+                self._reported.add(text)
+                self.get_logger().error(text)
+
+    def _publish_diagnostics(self, status: BridgeStatus | None) -> None:
+        arr = DiagnosticArray()
+        arr.header.stamp = self.get_clock().now().to_msg()
+        arr.status = diagnostics(self, status)
+        self._diag_pub.publish(arr)
+
+    def close(self) -> None:
+        self._closing = True
+        try:
+            self._loop.run(self.bridge.close(), timeout=5)
+        except Exception as e:  # shutting down anyway
+            self.get_logger().warning(f"closing the session: {e}")
+        self._runner.cancel()
+        self._loop.stop()
+
+    def destroy_node(self) -> None:
+        if not self._closing:
+            self.close()
+        super().destroy_node()
+
+
+def _ms(us: float | None) -> str:
+    return "" if us is None or not math.isfinite(us) else f"{us / 1000:.3f}"
+
+
+def diagnostics(node: TransportNode, status: BridgeStatus | None) -> list[DiagnosticStatus]:
+    """One status for the link, one per topic. Levels: OK on the data channel, WARN on the
+    room's slow path or while pairing, ERROR when the room is down or a topic was refused."""
+    link = DiagnosticStatus(name="jitsi_teleop transport: link", hardware_id=node.room_jid)
+    kv = [("role", node.role), ("room", node.room_jid), ("key_id", node.key_id)]
+    if status is None:
+        link.level = DiagnosticStatus.ERROR
+        link.message = f"not in the room: {node.bridge.last_error or 'joining'}"
+        link.values = [KeyValue(key=k, value=v) for k, v in kv]
+        return [link]
+    s = status.session
+    problems = [p for p in s.problems] + [f"peer refused: {r}" for r in s.peer_refusals]
+    if not status.room_connected:
+        link.level, link.message = DiagnosticStatus.ERROR, "room connection lost; reconnecting"
+    elif problems:
+        link.level, link.message = DiagnosticStatus.ERROR, problems[0]
+    elif not s.paired:
+        link.level, link.message = DiagnosticStatus.WARN, f"waiting for the {peer_of(node.role)}"
+    elif s.path != PATH_P2P:
+        link.level, link.message = DiagnosticStatus.WARN, f"path {s.path}: slow path via the room"
+    else:
+        rtt = _ms(s.rtt_us.get(PATH_P2P))
+        link.level, link.message = DiagnosticStatus.OK, f"path p2p, rtt {rtt} ms"
+    kv += [
+        ("path", s.path),
+        ("paired", str(s.paired).lower()),
+        ("peer", s.peer or ""),
+        ("rtt_p2p_ms", _ms(s.rtt_us.get("p2p"))),
+        ("rtt_muc_ms", _ms(s.rtt_us.get("muc"))),
+        ("clock_offset_ms", _ms(s.clock_offset_us)),
+        ("clock_error_ms", _ms(s.clock_error_us)),
+        ("failovers", str(s.failovers)),
+        ("failbacks", str(s.failbacks)),
+        (
+            "last_failover_detection_s",
+            "" if s.last_detection_s is None else f"{s.last_detection_s:.3f}",
+        ),
+        ("failover_bound_s", f"{s.failover_bound_s:.3f}"),
+        ("unacked", str(s.unacked)),
+        ("problems", "; ".join(problems)),
+    ]
+    link.values = [KeyValue(key=k, value=v) for k, v in kv]
+    out = [link]
+    for t in status.topics:
+        d = DiagnosticStatus(
+            name=f"jitsi_teleop transport: {t.direction} {t.topic}", hardware_id=node.room_jid
+        )
+        vals = [("direction", t.direction), ("remote", t.remote)]
+        vals += [(k, str(v)) for k, v in t.counters.items()]
+        st = t.stream
+        if st is not None:
+            vals += [
+                ("rate_hz", f"{st.rate_hz:.1f}"),
+                ("latency_p50_ms", _ms(st.latency_p50_us)),
+                ("latency_p99_ms", _ms(st.latency_p99_us)),
+                ("latency_max_ms", _ms(st.latency_max_us)),
+                ("newest_age_ms", _ms(st.newest_age_us)),
+                ("lost", str(st.lost)),
+                ("drops", ", ".join(f"{k}={v}" for k, v in sorted(st.drops.items()))),
+            ]
+            d.message = f"{st.rate_hz:.0f} Hz, latency p50 {_ms(st.latency_p50_us)} ms"
+        elif t.direction == "in":
+            d.message = "nothing received yet"
+        else:
+            d.message = f"{t.counters.get('sent', 0)} sent"
+        refused = any(f"topic /{t.remote}:" in p for p in problems)
+        d.level = DiagnosticStatus.ERROR if refused else DiagnosticStatus.OK
+        d.values = [KeyValue(key=k, value=v) for k, v in vals]
+        out.append(d)
+    return out
+
+
+def main(args: Sequence[str] | None = None) -> None:
+    logging.basicConfig(level=logging.WARNING, format="[%(name)s] %(levelname)s: %(message)s")
+    try:
+        spin_node(TransportNode, args)
+    except TransportError as e:
+        print(f"jitsi_teleop transport: {e}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
+
+
+if __name__ == "__main__":
+    main()

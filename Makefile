@@ -10,11 +10,11 @@ setup:
 	@bash scripts/setup-dev.sh
 
 test: setup
-	$(PY) -m ruff check src test bench
+	$(PY) -m ruff check src test bench launch
 	$(PY) -m pytest
 
 lint: setup
-	$(PY) -m ruff check src test bench
+	$(PY) -m ruff check src test bench launch
 	$(PY) -m ruff format --check src test bench
 
 bench: setup

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPTS = ("dexter_driver", "dexter-sim", "dexter_sim", "jitsi-teleop", "teleop")
+SCRIPTS = ("dexter_driver", "dexter-sim", "dexter_sim", "jitsi-teleop", "teleop", "transport")
 
 
 def test_package_xml_is_format_3_ament_python_with_run_dependencies() -> None:

@@ -14,7 +14,7 @@ from geometry_msgs.msg import PoseStamped, WrenchStamped
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.serialization import deserialize_message, serialize_message
 from sensor_msgs.msg import JointState
-from std_msgs.msg import Bool
+from std_msgs.msg import Bool, Float64
 
 from jitsi_teleop import wire
 from jitsi_teleop.links.muc import MucLink
@@ -168,6 +168,31 @@ def test_estop_is_reliable_and_latched_for_late_subscribers(sites):
     rec = sites.follower.record(Bool, "/leader/teleop/estop", ESTOP_QOS)
     wait_for(lambda: len(rec.items) >= 1, 10, "the latched e-stop at the follower site")
     assert deserialize_message(rec.payloads[-1], Bool).data is True
+
+
+def test_latest_stream_is_held_to_its_rate_and_the_newest_sample_wins(sites):
+    """teleop/energy is configured at 200 Hz: published at about 1 kHz, at most about 200/s
+    cross, and the last value published is the last one delivered (never a stale one)."""
+    rec = sites.follower.record(Float64, "/leader/teleop/energy", 1000)
+    pub = sites.leader.publisher(Float64, "/teleop/energy", 10)
+    wait_for(lambda: pub.get_subscription_count() > 0, 10, "the leader transport subscribed")
+    t0 = time.monotonic()
+    n = 0
+    while time.monotonic() - t0 < 1.0:
+        pub.publish(Float64(data=float(n)))
+        n += 1
+        time.sleep(0.001)
+    last = float(n - 1)
+    wait_for(
+        lambda: rec.items and deserialize_message(rec.payloads[-1], Float64).data == last,
+        5,
+        "the newest sample at the follower site",
+        sites.procs,
+    )
+    values = [deserialize_message(d, Float64).data for d in rec.payloads]
+    assert values == sorted(values)
+    assert n > 400  # the publisher really outran the limit
+    assert len(values) <= 200 * 1.3 + 5  # 200 Hz over about one second, plus the flush
 
 
 def test_diagnostics_report_path_and_latency(sites):

@@ -77,12 +77,86 @@ def _run_doctor(args: argparse.Namespace) -> int:
     return report.exit_code
 
 
+def _add_keygen(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "keygen",
+        help="write a new pairing key file (give the same file to both sites)",
+        description="Write a random 32-byte pairing key, readable by the owner only. Both sites "
+        "need the same file (copy it over a channel you trust); the room never sees it.",
+    )
+    p.add_argument("path", help="where to write the key (never overwritten)")
+    p.set_defaults(run=_run_keygen)
+
+
+def _run_keygen(args: argparse.Namespace) -> int:
+    from .pairing import generate_key_file
+
+    try:
+        secret = generate_key_file(args.path)
+    except FileExistsError:
+        print(f"jitsi-teleop keygen: {args.path} exists; not overwriting it", file=sys.stderr)
+        return 1
+    print(f"wrote {args.path} (key id {secret.key_id})")
+    return 0
+
+
+def _add_server(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "server",
+        help="run a private Jitsi-like Prosody on loopback (for trying it out on one machine)",
+        description="A throwaway Prosody configured like a Jitsi deployment's (anonymous login, "
+        "MUC, WebSocket, 10 kB/s limit), listening on 127.0.0.1 only, until Ctrl-C.",
+    )
+    p.add_argument("--domain", default="meet.local", help="XMPP domain")
+    p.add_argument("--http-port", type=int, default=5280, help="HTTP/WebSocket port")
+    p.add_argument("--c2s-port", type=int, default=5222, help="XMPP client port")
+    p.set_defaults(run=_run_server)
+
+
+def _run_server(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from .local_prosody import ProsodyServer, free_port, prosody_available
+
+    if not prosody_available():
+        print("jitsi-teleop server: prosody is missing (apt install prosody)", file=sys.stderr)
+        return 1
+    srv = ProsodyServer(
+        domain=args.domain,
+        http_port=args.http_port,
+        c2s_port=args.c2s_port,
+        component_port=free_port(),
+    )
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        srv.start()
+    except RuntimeError as e:
+        print(f"jitsi-teleop server: {e}", file=sys.stderr)
+        srv.cleanup()
+        return 1
+    print(f"prosody for {args.domain}: {srv.websocket_url} and xmpp 127.0.0.1:{args.c2s_port}")
+    sys.stdout.flush()
+    try:
+        while not stop.wait(0.5):
+            if srv.proc is None or srv.proc.poll() is not None:
+                print(f"jitsi-teleop server: prosody exited\n{srv.tail()}", file=sys.stderr)
+                return 1
+    finally:
+        srv.cleanup()
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="jitsi-teleop", description="Teleoperate a robot arm through a Jitsi Meet room."
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_doctor(sub)
+    _add_keygen(sub)
+    _add_server(sub)
     bench = sub.add_parser(
         "bench",
         help="fast-path benchmark: data channel, datagrams, raw UDP and zenoh, two processes",

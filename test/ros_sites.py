@@ -8,6 +8,7 @@ Discovery stays on this host (ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST) and the f
 
 from __future__ import annotations
 
+import itertools
 import os
 import subprocess
 import sys
@@ -28,10 +29,13 @@ from rclpy.qos import QoSProfile
 from jitsi_teleop.local_prosody import ProsodyServer
 from jitsi_teleop.pairing import generate_key_file
 
+_pairs = itertools.count()
+
 
 def site_domains() -> tuple[int, int]:
-    """Two domain ids of this process's own (valid Fast DDS ids are 0..232)."""
-    base = 150 + (os.getpid() % 40) * 2
+    """Two domain ids of this process's own, fresh on each call so that a pair of sites still
+    running (a module fixture) never shares a graph with a new one (Fast DDS ids: 0..232)."""
+    base = 150 + (os.getpid() * 6 + 2 * next(_pairs)) % 80
     return base, base + 1
 
 

@@ -206,6 +206,9 @@ def test_diagnostics_report_path_and_latency(sites):
     assert link["path"] == "p2p" and link["paired"] == "true" and link["level"] == "0"
     assert float(link["rtt_p2p_ms"]) > 0
     assert link["problems"] == ""
+    sender = link_status(sites.leader_diag)  # the ROS -> asyncio thread hop, at the sender
+    assert sender is not None
+    assert 0 < float(sender["handoff_p50_us"]) <= float(sender["handoff_p99_us"])
     js = topic_status(sites.follower_diag, "in /leader/joint_states")
     assert js is not None and int(js["received"]) > 0
     p50, p99 = float(js["latency_p50_ms"]), float(js["latency_p99_ms"])

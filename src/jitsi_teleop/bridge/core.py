@@ -97,6 +97,8 @@ class BridgeStatus:
     session: SessionSnapshot
     topics: list[TopicStatus]
     room_connected: bool
+    handoff_p50_us: float | None = None
+    handoff_p99_us: float | None = None
 
 
 class Bridge:
@@ -123,6 +125,8 @@ class Bridge:
         self.session: Session | None = None
         self.last_error: str | None = None
         self._flusher: asyncio.Task[None] | None = None
+        #: the last thread hand-offs (ROS callback -> asyncio loop), µs
+        self.handoff_us: collections.deque[float] = collections.deque(maxlen=2000)
 
     async def connect(self) -> None:
         """Join the room and start pairing (which then continues in the background). A failed
@@ -164,8 +168,11 @@ class Bridge:
                 await self.room.close()
 
     # ------------------------------------------------------------ out --------------------
-    def send(self, index: int, data: bytes) -> None:
-        """A local message for ``outgoing[index]`` (serialized CDR)."""
+    def send(self, index: int, data: bytes, handed_ns: int | None = None) -> None:
+        """A local message for ``outgoing[index]`` (serialized CDR). ``handed_ns``: when the
+        ROS thread handed it over (``time.perf_counter_ns``), to measure the thread hop."""
+        if handed_ns is not None:
+            self.handoff_us.append((time.perf_counter_ns() - handed_ns) / 1000)
         o = self.outgoing[index]
         if o.spec.delivery == "reliable":
             self._send_reliable(o, data)
@@ -285,7 +292,10 @@ class Bridge:
                     stream,
                 )
             )
-        return BridgeStatus(snap, topics, self.room.online)
+        hop = sorted(self.handoff_us)
+        p50 = hop[len(hop) // 2] if hop else None
+        p99 = hop[min(len(hop) - 1, int(0.99 * len(hop)))] if hop else None
+        return BridgeStatus(snap, topics, self.room.online, p50, p99)
 
 
 def _busiest(snap: SessionSnapshot, sid: int) -> StreamSnapshot | None:

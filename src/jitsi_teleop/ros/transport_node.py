@@ -29,6 +29,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from time import perf_counter_ns
 from typing import Any
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
@@ -235,7 +236,7 @@ class TransportNode(Node):
         send = self.bridge.send
 
         def on_message(data: bytes) -> None:
-            call_soon(send, index, data)
+            call_soon(send, index, data, perf_counter_ns())
 
         self.create_subscription(cls, spec.topic, on_message, qos, raw=True)
 
@@ -292,6 +293,10 @@ class TransportNode(Node):
         super().destroy_node()
 
 
+def _us(us: float | None) -> str:
+    return "" if us is None else f"{us:.1f}"
+
+
 def _ms(us: float | None) -> str:
     return "" if us is None or not math.isfinite(us) else f"{us / 1000:.3f}"
 
@@ -335,6 +340,8 @@ def diagnostics(node: TransportNode, status: BridgeStatus | None) -> list[Diagno
         ),
         ("failover_bound_s", f"{s.failover_bound_s:.3f}"),
         ("unacked", str(s.unacked)),
+        ("handoff_p50_us", _us(status.handoff_p50_us)),
+        ("handoff_p99_us", _us(status.handoff_p99_us)),
         ("problems", "; ".join(problems)),
     ]
     link.values = [KeyValue(key=k, value=v) for k, v in kv]

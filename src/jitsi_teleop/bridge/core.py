@@ -42,6 +42,7 @@ class Outgoing:
     coalesced: int = 0  #: newer sample replaced a pending one (rate limit), latest streams
     not_sent: int = 0  #: the session had no path (not paired yet)
     backlog_dropped: int = 0
+    errors: int = 0  #: refused by the session (too large, ...)
     last_sent: float = 0.0
     pending: bytes | None = None
     timer: asyncio.TimerHandle | None = None
@@ -174,6 +175,18 @@ class Bridge:
         if handed_ns is not None:
             self.handoff_us.append((time.perf_counter_ns() - handed_ns) / 1000)
         o = self.outgoing[index]
+        try:
+            self._send(o, data)
+        except Exception as e:  # too large, link trouble: count, say so once, keep going
+            self._failed(o, e)
+
+    @staticmethod
+    def _failed(o: Outgoing, e: Exception) -> None:
+        o.errors += 1
+        if o.errors == 1:
+            log.error("%s: cannot send: %s", o.spec.topic, e)
+
+    def _send(self, o: Outgoing, data: bytes) -> None:
         if o.spec.delivery == "reliable":
             self._send_reliable(o, data)
             return
@@ -193,7 +206,10 @@ class Bridge:
     def _flush_latest(self, o: Outgoing) -> None:
         data, o.pending, o.timer = o.pending, None, None
         if data is not None:
-            self._send_latest(o, data, time.monotonic())
+            try:
+                self._send_latest(o, data, time.monotonic())
+            except Exception as e:
+                self._failed(o, e)
 
     def _send_latest(self, o: Outgoing, data: bytes, now: float) -> None:
         o.last_sent = now
@@ -236,10 +252,12 @@ class Bridge:
                 while o.backlog:
                     try:
                         self.session.publish(o.stream_id, o.backlog[0])
+                        o.sent += 1
                     except SessionBusy:
                         break
+                    except Exception as e:  # this message cannot go: drop it, not the queue
+                        self._failed(o, e)
                     o.backlog.popleft()
-                    o.sent += 1
             await asyncio.sleep(0.01)
 
     # ------------------------------------------------------------ in ---------------------
@@ -276,6 +294,7 @@ class Bridge:
                         "not_sent": o.not_sent,
                         "backlog": len(o.backlog),
                         "backlog_dropped": o.backlog_dropped,
+                        "errors": o.errors,
                     },
                     None,
                 )

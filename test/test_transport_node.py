@@ -326,3 +326,45 @@ def test_bad_settings_exit_with_a_clear_message(prosody, tmp_path):
     q = start_transport("leader", d, prosody, "nokey", "", log_dir=tmp_path)
     assert q.proc.wait(30) == 2
     assert "no pairing secret" in q.log()
+
+
+def test_a_restarted_room_server_does_not_stop_the_stream(fresh_prosody, tmp_path):
+    """The fast path is peer to peer: joint states keep crossing while the room server
+    restarts, and both transports rejoin the room afterwards."""
+    s = Sites(fresh_prosody, tmp_path)
+    try:
+        s.wait_paired()
+        rec = s.follower.record(JointState, "/leader/joint_states", 1000)
+        pub = s.leader.publisher(JointState, "/joint_states", 10)
+        wait_for(lambda: pub.get_subscription_count() > 0, 10, "the leader transport subscribed")
+        i = 0
+
+        def publish_for(seconds: float) -> None:
+            nonlocal i
+            end = time.monotonic() + seconds
+            while time.monotonic() < end:
+                pub.publish(joint_state(i))
+                i += 1
+                time.sleep(0.01)
+
+        publish_for(0.5)
+        fresh_prosody.stop()
+        mark = len(rec.items)
+        publish_for(2.0)  # the server is down
+        during = len(rec.items) - mark
+        fresh_prosody.start()
+
+        def rejoined() -> bool:
+            a, b = link_status(s.leader_diag), link_status(s.follower_diag)
+            pub.publish(joint_state(i))
+            return bool(a and b and a["level"] == "0" and b["level"] == "0")
+
+        wait_for(rejoined, 60, "both transports back in the room", s.procs)
+        mark = len(rec.items)
+        publish_for(1.0)
+        assert during > 100  # about 200 published while the server was down
+        assert len(rec.items) - mark > 50
+        for p in s.procs:
+            assert p.proc.poll() is None
+    finally:
+        s.close()

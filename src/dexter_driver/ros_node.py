@@ -274,6 +274,8 @@ class DexterDriverNode(Node):
 
     def _on_status(self, status: protocol.DexterStatus) -> None:
         """Called in the loop thread for every status poll."""
+        if not self.context.ok():  # Ctrl-C: rclpy is shut down, the loop not yet
+            return
         p = self.params
         n = len(p.joint_names)
         q = np.asarray(status.measured_angles[:n], dtype=float)

@@ -149,12 +149,60 @@ def _run_server(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_demo(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "demo",
+        help="two simulated Dexters teleoperated through a local room, with a report",
+        description="Start a private Prosody on loopback ports, a leader and a follower Dexter "
+        "simulator and a session per site; a scripted operator hand moves the leader, the "
+        "follower meets a table and its contact force is rendered on the leader. Live status "
+        "while it runs; plots, CSV and summary.json in the report folder at the end. Exit "
+        "status 0 on success; otherwise a one-line reason.",
+    )
+    p.add_argument("--duration", type=float, default=20.0, help="seconds (default 20, min 6)")
+    p.add_argument("--report", default="demo-report", help="report folder (default demo-report)")
+    p.add_argument("--delay", type=float, default=0.0, help="one-way delay on the P2P path, ms")
+    p.add_argument("--jitter", type=float, default=0.0, help="± jitter on the P2P path, ms")
+    p.add_argument("--loss", type=float, default=0.0, help="loss on the P2P path, percent")
+    p.add_argument(
+        "--room",
+        metavar="URL",
+        help="run through this Jitsi meeting's deployment instead of a local server "
+        "(a random suffix is added to the room name)",
+    )
+    p.add_argument("--insecure", action="store_true", help="with --room: skip TLS verification")
+    p.add_argument("--seed", type=int, default=1, help="seed of the relay's loss and jitter")
+    p.add_argument("--no-status", action="store_true", help="no live status while running")
+    p.add_argument("-v", "--verbose", action="store_true", help="log details to stderr")
+    p.set_defaults(run=_run_demo)
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .demo import DemoOptions, run_demo
+
+    opts = DemoOptions(
+        duration_s=args.duration,
+        report_dir=Path(args.report),
+        delay_ms=args.delay,
+        jitter_ms=args.jitter,
+        loss_pct=args.loss,
+        room_url=args.room,
+        seed=args.seed,
+        status=not args.no_status,
+        insecure=args.insecure,
+    )
+    return run_demo(opts)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="jitsi-teleop", description="Teleoperate a robot arm through a Jitsi Meet room."
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_doctor(sub)
+    _add_demo(sub)
     _add_keygen(sub)
     _add_server(sub)
     bench = sub.add_parser(

@@ -242,6 +242,8 @@ class TransportNode(Node):
 
     # ------------------------------------------------------------ asyncio side ---------
     def _republish(self, inc: Incoming, payload: bytes, info: ReceiveInfo) -> None:
+        if self._closing or not self.context.ok():  # Ctrl-C: rclpy is already shut down
+            return
         self._pubs["/" + inc.spec.remote].publish(payload)
 
     async def _run(self, period: float) -> None:
@@ -273,6 +275,8 @@ class TransportNode(Node):
                 self.get_logger().error(text)
 
     def _publish_diagnostics(self, status: BridgeStatus | None) -> None:
+        if self._closing or not self.context.ok():
+            return
         arr = DiagnosticArray()
         arr.header.stamp = self.get_clock().now().to_msg()
         arr.status = diagnostics(self, status)

@@ -5,9 +5,15 @@ as at two real sites; only the room connects them.
     ros2 launch jitsi_teleop two_site_sim.launch.py
     ROS_DOMAIN_ID=21 ros2 topic echo /follower/teleop/feedback   # the leader site's view
 
-Push the leader arm through its simulator's control port (``dexter-sim --control-port``) or
-run ``jitsi-teleop demo`` for a scripted operator. The pairing key is generated on first use
-(``key_file``); the server listens on loopback only.
+Move the leader arm as an operator would through its simulator's control port (robot port
++ 10: 50011 for the leader, 50012 for the follower; JSON lines, base frame, metres):
+
+    echo '{"op": "state"}' | nc -q1 127.0.0.1 50011               # where the tool tip is
+    echo '{"op": "hand", "target": [0.1, 0.3, 0.6]}' | nc -q1 127.0.0.1 50011   # pull it
+    echo '{"op": "wall", "normal": [0, 0, 1], "offset": 0.55}' | nc -q1 127.0.0.1 50012
+
+or run ``jitsi-teleop demo`` for a scripted operator without ROS. The pairing key is generated
+on first use (``key_file``); the server listens on loopback only.
 """
 
 from __future__ import annotations
@@ -55,12 +61,14 @@ def _sites(context: LaunchContext) -> list:
         ("follower", value("follower_domain_id"), value("follower_robot_port"), "false"),
     )
     for role, domain_id, port, rviz in sites:
+        control = str(int(port) + 10)  # 50011 / 50012: push the arms with JSON lines
         site = IncludeLaunchDescription(
             PythonLaunchDescriptionSource(os.path.join(share, "launch", "teleop.launch.py")),
             launch_arguments={
                 "role": role,
                 "sim": "true",
                 "robot_port": port,
+                "sim_control_port": control,
                 "domain": DOMAIN,
                 "room_name": value("room_name"),
                 "websocket_url": websocket,

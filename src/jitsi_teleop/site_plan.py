@@ -47,6 +47,7 @@ class SiteArgs:
     sim: str = "false"
     robot_host: str = "127.0.0.1"
     robot_port: str = "50000"
+    sim_control_port: str = ""  # the simulator's JSON-lines force scripting port (sim only)
     room: str = ""
     room_name: str = ""
     domain: str = ""
@@ -73,11 +74,10 @@ def site_processes(a: SiteArgs) -> list[ProcessSpec]:
     urdf = (share / "urdf" / "dexter_hdi.urdf").read_text()
     out: list[ProcessSpec] = []
     if sim:
-        out.append(
-            ProcessSpec(
-                "dexter_sim", cmd=("dexter-sim", "--host", "127.0.0.1", "--port", a.robot_port)
-            )
-        )
+        cmd = ("dexter-sim", "--host", "127.0.0.1", "--port", a.robot_port)
+        if a.sim_control_port:
+            cmd += ("--control-port", a.sim_control_port)
+        out.append(ProcessSpec("dexter_sim", cmd=cmd))
     out.append(
         ProcessSpec(
             "dexter_driver",

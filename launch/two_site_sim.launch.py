@@ -8,9 +8,9 @@ as at two real sites; only the room connects them.
 Move the leader arm as an operator would through its simulator's control port (robot port
 + 10: 50011 for the leader, 50012 for the follower; JSON lines, base frame, metres):
 
-    echo '{"op": "state"}' | nc -q1 127.0.0.1 50011               # where the tool tip is
-    echo '{"op": "hand", "target": [0.1, 0.3, 0.6]}' | nc -q1 127.0.0.1 50011   # pull it
-    echo '{"op": "wall", "normal": [0, 0, 1], "offset": 0.55}' | nc -q1 127.0.0.1 50012
+    echo '{"op": "state"}' | nc -q1 127.0.0.1 50011     # tip at (0, 0.467, 0.499) to start
+    echo '{"op": "wall", "normal": [0, 0, 1], "offset": 0.47}' | nc -q1 127.0.0.1 50012
+    echo '{"op": "hand", "target": [0.05, 0.45, 0.44]}' | nc -q1 127.0.0.1 50011   # push down
 
 or run ``jitsi-teleop demo`` for a scripted operator without ROS. The pairing key is generated
 on first use (``key_file``); the server listens on loopback only.

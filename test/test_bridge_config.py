@@ -135,7 +135,8 @@ def _plan(role: str, **kw: str) -> dict[str, list]:
 
 def test_follower_site_plan_draws_the_leader_arm_and_servos_its_own():
     plan = _plan("follower", sim="true", robot_port="50002", secret_file="~/k")
-    assert plan["dexter_sim"][0].cmd == ("dexter-sim", "--host", "127.0.0.1", "--port", "50002")
+    assert plan["dexter_sim"][0].cmd[:5] == ("dexter-sim", "--host", "127.0.0.1", "--port", "50002")
+    assert plan["dexter_sim"][0].cmd[5:] == ("--start", "ready")
     driver = plan["dexter_driver"][0].parameters[1]
     assert driver == {"host": "127.0.0.1", "port": 50002, "mode": "position"}
     transport = plan["jitsi_teleop_transport"][0].parameters[0]

@@ -63,6 +63,9 @@ class LinkLengths:
 
 #: Dexter HDI, from the robot's Defaults.make_ins (the wiki's L4/L5 differ; the robot wins).
 HDI = LinkLengths(0.2352, 0.339092, 0.3075, 0.0595, 0.08244)
+#: A ready pose: tool pointing straight down, tip at (0, 0.467, 0.499) m, well away from the
+#: singular home pose (all zero, arm straight up) where teleoperation starts badly.
+READY: tuple[float, ...] = (0.0, 0.3, 1.2, 0.07, 0.0)
 #: Dexter HD, from the firmware's L[] table.
 HD = LinkLengths(0.228600, 0.320676, 0.330201, 0.050801, 0.082551)
 

@@ -114,8 +114,15 @@ class SimConfig:
     pid_filter_s: float = 0.02  #: PID_DELTA = DELTA low-passed with this time constant
     max_catch_up_s: float = 2.0  #: if integration falls further behind, the excess is dropped
     links: kinematics.LinkLengths = kinematics.HDI
+    #: J1..J5 at power-on, rad (the robot boots at all zero; a bench set-up may start the
+    #: simulated arm at a ready pose instead, as if it had been moved there)
+    start_q: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
+        if self.start_q is not None and (
+            len(self.start_q) != JOINT_COUNT or not all(math.isfinite(v) for v in self.start_q)
+        ):
+            raise ValueError(f"start_q needs {JOINT_COUNT} finite angles")
         if self.rate < 0 or self.dt <= 0 or self.tick_hz <= 0 or self.idle_timeout_s <= 0:
             raise ValueError("need rate >= 0, dt > 0, tick_hz > 0 and idle_timeout_s > 0")
         if self.p_max_speed <= 0 or self.pid_filter_s <= 0:
@@ -215,11 +222,12 @@ class DexterPhysics:
     def __post_init__(self) -> None:
         n = JOINT_COUNT
         c = self.config
-        self.q = np.zeros(n)
+        q0 = np.zeros(n) if c.start_q is None else np.array(c.start_q, dtype=float)
+        self.q = q0.copy()
         self.qd = np.zeros(n)
-        self.setpoint = np.zeros(n)
-        self.traj = np.zeros(n)  # the `a` commanded path (position_at of the queue)
-        self.a_goal = np.zeros(n)  # last accepted `a` target (SENT)
+        self.setpoint = q0.copy()
+        self.traj = q0.copy()  # the `a` commanded path (position_at of the queue)
+        self.a_goal = q0.copy()  # last accepted `a` target (SENT)
         self.p_offset = np.zeros(n)
         self.low = np.array([lo for lo, _ in HDI_JOINT_LIMITS_RAD])
         self.high = np.array([hi for _, hi in HDI_JOINT_LIMITS_RAD])
@@ -865,6 +873,13 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--rate", type=float, default=1.0, help="simulated seconds per wall second (default 1)"
     )
     ap.add_argument("--idle-timeout", type=float, default=30.0, help="drop silent clients, s")
+    ap.add_argument(
+        "--start",
+        choices=("home", "ready"),
+        default="home",
+        help="pose at power-on: home (all zero, like the robot) or ready (tool down, "
+        "away from the singular home pose)",
+    )
     ap.add_argument("--log-level", default="WARNING")
     args = ap.parse_args(argv)
     if args.rate <= 0:
@@ -896,6 +911,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         control_port=args.control_port,
         rate=args.rate,
         idle_timeout_s=args.idle_timeout,
+        start_q=kinematics.READY if args.start == "ready" else None,
     )
     try:
         asyncio.run(_run(config))

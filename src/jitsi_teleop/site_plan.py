@@ -74,7 +74,8 @@ def site_processes(a: SiteArgs) -> list[ProcessSpec]:
     urdf = (share / "urdf" / "dexter_hdi.urdf").read_text()
     out: list[ProcessSpec] = []
     if sim:
-        cmd = ("dexter-sim", "--host", "127.0.0.1", "--port", a.robot_port)
+        # the simulated arm starts at the ready pose (tool down), not the singular home pose
+        cmd = ("dexter-sim", "--host", "127.0.0.1", "--port", a.robot_port, "--start", "ready")
         if a.sim_control_port:
             cmd += ("--control-port", a.sim_control_port)
         out.append(ProcessSpec("dexter_sim", cmd=cmd))

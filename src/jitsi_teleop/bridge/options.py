@@ -99,9 +99,7 @@ async def resolve_room(opts: RoomOptions, role: str, key_id: str, robot: str = "
         raise SiteError(f"room settings: {e}") from None
 
 
-def load_site_secret(
-    secret_file: str, room: str, env: Mapping[str, str] | None = None
-) -> Secret:
+def load_site_secret(secret_file: str, room: str, env: Mapping[str, str] | None = None) -> Secret:
     """Key file parameter, else ``$JITSI_TELEOP_KEY_FILE``, else ``$JITSI_TELEOP_PASSPHRASE``."""
     env = os.environ if env is None else env
     path = secret_file or env.get(ENV_KEY_FILE, "")

@@ -283,7 +283,7 @@ class FollowerControl:
 # ------------------------------------------------------------------------------------------
 
 #: Start pose: tool pointing straight down, tip at (0, 0.467, 0.499) m, well-conditioned.
-Q0: tuple[float, ...] = (0.0, 0.3, 1.2, 0.07, 0.0)
+Q0: tuple[float, ...] = kinematics.READY
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,217 @@
+"""The whole system as the launch file starts it, minus rviz and robot_state_publisher (not on
+PyPI): at each site a simulated Dexter, the driver, the teleop node and the transport, each in
+its own process, the two sites in two ROS domains joined only by a real Prosody room.
+
+The processes come from :func:`jitsi_teleop.site_plan.site_processes`, the same plan
+``teleop.launch.py`` turns into launch actions, so the parameters the launch file would pass
+are the ones tested here. The operator's hand and the obstacle are scripted through the
+simulators' control ports.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from geometry_msgs.msg import WrenchStamped
+from sensor_msgs.msg import JointState
+
+from dexter_driver import kinematics
+from jitsi_teleop.local_prosody import free_port
+from jitsi_teleop.site_plan import ProcessSpec, SiteArgs, site_processes
+from ros_sites import Site, make_key_file, site_domains
+
+pytest_plugins = ["conftest_prosody"]
+pytestmark = [pytest.mark.prosody, pytest.mark.ros, pytest.mark.timeout(240)]
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+#: what cannot run here (not on PyPI); everything else of the plan does
+NOT_HERE = {"robot_state_publisher", "tf2_ros", "rviz2"}
+
+
+class Proc:
+    def __init__(self, name: str, args: list[str], env: dict[str, str], log: Path) -> None:
+        self.name, self.log_path = name, log
+        with open(log, "wb") as f:
+            self.proc = subprocess.Popen(args, stdout=f, stderr=subprocess.STDOUT, env=env)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(2)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+
+def command(spec: ProcessSpec, tmp: Path) -> list[str]:
+    """What ``ros2 launch`` would run for one planned process."""
+    if spec.cmd:
+        return [str(BIN / spec.cmd[0]), *spec.cmd[1:]]
+    args = [str(BIN / spec.executable), *spec.arguments, "--ros-args", "-r", f"__node:={spec.name}"]
+    for p in spec.parameters:
+        if isinstance(p, str):
+            args += ["--params-file", p]
+        else:
+            f = tmp / f"{spec.name}-{time.monotonic_ns()}.yaml"
+            f.write_text(yaml.safe_dump({"/**": {"ros__parameters": dict(p)}}))
+            args += ["--params-file", str(f)]
+    for a, b in spec.remappings:
+        args += ["-r", f"{a}:={b}"]
+    return args
+
+
+def start_site(role: str, domain: int, args: SiteArgs, tmp: Path) -> list[Proc]:
+    env = dict(os.environ, ROS_DOMAIN_ID=str(domain))
+    env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+    procs = []
+    for spec in site_processes(args):
+        if spec.package in NOT_HERE:
+            continue
+        procs.append(
+            Proc(f"{role}:{spec.name}", command(spec, tmp), env, tmp / f"{role}-{spec.name}.log")
+        )
+    return procs
+
+
+def control(port: int, msg: dict) -> dict:
+    """One JSON line to a simulator's control port."""
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
+                s.sendall((json.dumps(msg) + "\n").encode())
+                return json.loads(s.makefile().readline())
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+def latest(rec, msg_type):
+    from rclpy.serialization import deserialize_message
+
+    return deserialize_message(rec.items[-1][1], msg_type) if rec.items else None
+
+
+@pytest.fixture
+def two_sites(prosody, tmp_path):
+    key = make_key_file(tmp_path)
+    room = "sys" + str(time.monotonic_ns())[-8:]
+    domains = site_domains()
+    ports = {r: (free_port(), free_port()) for r in ("leader", "follower")}
+    procs: list[Proc] = []
+    sites: list[Site] = []
+    try:
+        for role, domain in zip(("leader", "follower"), domains):
+            robot, ctl = ports[role]
+            args = SiteArgs(
+                share=str(ROOT),
+                role=role,
+                sim="true",
+                robot_port=str(robot),
+                sim_control_port=str(ctl),
+                domain=prosody.domain,
+                room_name=room,
+                websocket_url=prosody.websocket_url,
+                secret_file=str(key),
+                loopback_only="true",
+                stun_turn="false",
+                rviz="false",
+            )
+            procs += start_site(role, domain, args, tmp_path)
+        sites = [Site(domains[0], "leader"), Site(domains[1], "follower")]
+        yield sites, procs, {r: c for r, (_, c) in ports.items()}
+    finally:
+        for p in reversed(procs):
+            p.stop()
+        for s in sites:
+            s.close()
+
+
+def _alive(procs: list[Proc]) -> None:
+    for p in procs:
+        if p.proc.poll() is not None:
+            raise AssertionError(f"{p.name} exited ({p.proc.returncode}):\n{p.log()[-3000:]}")
+
+
+def test_the_follower_tracks_the_leader_and_its_contact_comes_back(two_sites):
+    (leader, follower), procs, ctl = two_sites
+    leader_js = leader.record(JointState, "/joint_states", 10)
+    remote_js = leader.record(JointState, "/follower/joint_states", 10)  # what rviz draws
+    feedback = leader.record(WrenchStamped, "/follower/teleop/feedback", 10)
+    rendered = leader.record(JointState, "/force_feedback", 10)
+    follower_js = follower.record(JointState, "/joint_states", 10)
+
+    def q(rec) -> np.ndarray | None:
+        m = latest(rec, JointState)
+        return None if m is None else np.asarray(m.position[:5])
+
+    def logs() -> str:
+        return "\n".join(f"--- {p.name}\n{p.log()[-1500:]}" for p in procs)
+
+    def until(pred, timeout: float, what: str) -> None:
+        end = time.monotonic() + timeout
+        while not pred():
+            _alive(procs)
+            if time.monotonic() > end:
+                raise AssertionError(f"{what} did not happen within {timeout} s\n{logs()}")
+            time.sleep(0.05)
+
+    until(lambda: q(follower_js) is not None and q(remote_js) is not None, 60, "both arms seen")
+    start_tip = kinematics.tool_position(q(leader_js))
+    assert np.allclose(start_tip, kinematics.tool_position(kinematics.READY), atol=0.01)
+
+    # the operator moves the leader's tool 5 cm sideways and 3 cm down
+    goal = start_tip + np.array([0.05, 0.0, -0.03])
+    assert control(ctl["leader"], {"op": "hand", "target": goal.tolist()})["ok"]
+
+    def tracked() -> bool:
+        ql, qf = q(leader_js), q(follower_js)
+        near_goal = np.linalg.norm(kinematics.tool_position(ql) - goal) < 0.01
+        gap = np.linalg.norm(kinematics.tool_position(ql) - kinematics.tool_position(qf))
+        return bool(near_goal and gap < 0.005)
+
+    until(tracked, 30, "the follower at the leader's new pose")
+    # the remote arm the leader's rviz draws is the follower as measured
+    assert np.allclose(q(remote_js), q(follower_js), atol=0.01)
+
+    # a table 2 cm under the follower's tool; the operator pushes 5 cm further down
+    here = kinematics.tool_position(q(follower_js))
+    table = here[2] - 0.02
+    assert control(ctl["follower"], {"op": "wall", "normal": [0, 0, 1], "offset": table})["ok"]
+    push = here + np.array([0.0, 0.0, -0.05])
+    assert control(ctl["leader"], {"op": "hand", "target": push.tolist()})["ok"]
+
+    def felt() -> bool:
+        f = latest(feedback, WrenchStamped)
+        r = latest(rendered, JointState)
+        return bool(
+            f is not None
+            and f.wrench.force.z > 2.0  # the table pushes the follower's tool up
+            and r is not None
+            and max(abs(v) for v in r.effort) > 0.05  # N·m rendered on the leader's joints
+        )
+
+    until(felt, 30, "the follower's contact force rendered at the leader")
+    time.sleep(1.0)
+    # the follower rests on the table (not through it), the leader's hand is held above its goal
+    qf = q(follower_js)
+    assert kinematics.tool_position(qf)[2] > table - 0.01
+    assert kinematics.tool_position(q(leader_js))[2] > push[2] + 0.005
+    assert math.isfinite(latest(feedback, WrenchStamped).wrench.force.z)
+    _alive(procs)

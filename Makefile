@@ -1,10 +1,10 @@
-# The two commands a newcomer needs: `make test` and (later) `make demo`.
+# The two commands a newcomer needs: `make test` and `make demo`.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 # Tests and tools talk to loopback only; DDS discovery stays on this host.
 export ROS_AUTOMATIC_DISCOVERY_RANGE ?= LOCALHOST
 
-.PHONY: setup test lint bench clean
+.PHONY: setup test demo lint bench clean
 
 setup:
 	@bash scripts/setup-dev.sh
@@ -12,6 +12,10 @@ setup:
 test: setup
 	$(PY) -m ruff check src test bench launch
 	$(PY) -m pytest
+
+# Two simulated Dexters teleoperated through a private local room; report in demo-report/.
+demo: setup
+	$(VENV)/bin/jitsi-teleop demo --report demo-report
 
 lint: setup
 	$(PY) -m ruff check src test bench launch
@@ -24,4 +28,4 @@ bench: setup
 	$(VENV)/bin/jitsi-teleop bench --json bench/results/fastpath.json
 
 clean:
-	rm -rf $(VENV) build install log .pytest_cache
+	rm -rf $(VENV) build install log .pytest_cache demo-report

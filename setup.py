@@ -37,6 +37,7 @@ setup(
         "aiohttp>=3.8",
         "slixmpp>=1.8",
         "aiortc>=1.9",
+        "matplotlib>=3.5",  # the demo's report plots (Agg backend, no display)
     ],
     extras_require={
         "test": [

@@ -40,6 +40,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from jitsi_teleop.ipc import ParentLink
 from jitsi_teleop.relay import Impairment, UdpRelay
 
 PAYLOAD_SIZE = 276  # sensor_msgs/JointState with 6 joints, CDR
@@ -91,38 +92,18 @@ class Result:
 # children: one process per end
 
 
-class _Child:
-    """Common plumbing: JSON lines out on stdout, commands in on stdin."""
+class _Child(ParentLink):
+    """One end of a measurement: JSON lines with the parent (``say``/``expect``), and the
+    receive log."""
 
     def __init__(self, args: argparse.Namespace) -> None:
+        super().__init__()
         self.args = args
         self.loop = asyncio.get_running_loop()
-        self.inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self.recv_ns: list[tuple[int, int, int]] = []  # (recv ns, send ns, seq)
 
     async def start_stdin(self) -> None:
-        reader = asyncio.StreamReader()
-        await self.loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-
-        async def pump() -> None:
-            while True:
-                line = await reader.readline()
-                if not line:
-                    return
-                await self.inbox.put(json.loads(line))
-
-        self._pump = asyncio.ensure_future(pump())
-
-    @staticmethod
-    def say(**msg: Any) -> None:
-        sys.stdout.write(json.dumps(msg) + "\n")
-        sys.stdout.flush()
-
-    async def expect(self, key: str) -> Any:
-        while True:
-            msg = await self.inbox.get()
-            if key in msg:
-                return msg[key]
+        await self.start()
 
     def on_payload(self, data: bytes) -> None:
         if len(data) < _HEAD.size:

@@ -40,11 +40,14 @@ __all__ = [
     "percentile",
 ]
 
-#: RMS tool-tip error outside contact that a healthy run stays under, mm (measured on two
-#: cores: about 3 mm unimpaired at 20 s, about 4 mm with 40 ± 10 ms and 5 % loss; margin ×2+)
-TRACKING_RMS_BOUND_MM = 10.0
-#: peak leader force / peak follower force a healthy run reaches (scale 0.5, less what the
-#: passivity controller and the deadband take)
+#: RMS tool-tip error outside contact that a healthy run stays under, mm. Measured on two
+#: cores: 3.2 mm at the default 20 s, 5.0 mm at 20 s with 40 ± 10 ms and 5 % loss, about 9 mm
+#: at 10 s (the test's length: the hand moves twice as fast). Nearly all of it is the follower
+#: being 60-90 ms behind (playout delay, servo lag, link); shifted by that lag the tips agree
+#: within 0.2-2.5 mm. Margin ×2 over the 10 s figure.
+TRACKING_RMS_BOUND_MM = 20.0
+#: peak leader force / peak follower force a healthy run reaches: measured 0.41-0.52 (the
+#: feedback scale is 0.5, less the deadband and what the passivity controller takes); ×2 margin
 FEEDBACK_MIN_RATIO = 0.2
 
 FloatArray = NDArray[np.float64]
@@ -167,7 +170,8 @@ def build_report(
     sent = {r: int(sites[r].get("sent", 0)) for r in sites}
     streams = {r: sites[r].get("streams", {}) for r in sites}
     received = sum(c["received"] for s in streams.values() for c in s.values())
-    dropped = sum(c["lost"] + c["dropped"] for s in streams.values() for c in s.values())
+    dropped = sum(c["lost"] for s in streams.values() for c in s.values())
+    discarded = sum(c["discarded"] for s in streams.values() for c in s.values())
     paths = {r: sites[r].get("path") for r in sites}
     summary: dict[str, Any] = {
         "ok": True,
@@ -194,7 +198,10 @@ def build_report(
             "sent": sum(sent.values()),
             "received": received,
             "dropped": dropped,
-            "by_site": {r: {"sent": sent[r], "streams": streams[r]} for r in sites},
+            "dropped_note": "sent but not delivered: lost on the way, or discarded on arrival "
+            "(superseded by a newer sample, or stale)",
+            "discarded_on_arrival": discarded,
+            "by_site": {r: {"sent": sent[r], "received": streams[r]} for r in sites},
         },
         "scenario": {
             "duration_s": scenario.duration_s,
@@ -206,9 +213,21 @@ def build_report(
         "machine": machine_info(),
         **extra,
     }
+    summary["checks"] = _checks(summary)
     _plots(out, scenario, leader, follower, lat_f, lat_l, summary)
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     return summary
+
+
+def _checks(s: dict[str, Any]) -> dict[str, bool]:
+    """What a healthy run shows (the bounds above); informative: the run itself worked."""
+    tr, c = s["tracking"], s["contact"]
+    ratio = c["leader_to_follower_ratio"]
+    return {
+        "tracking_within_bound": tr["rms_mm"] is not None and tr["rms_mm"] < TRACKING_RMS_BOUND_MM,
+        "force_fed_back": ratio is not None and ratio > FEEDBACK_MIN_RATIO,
+        "data_channel": s["path"] == "p2p",
+    }
 
 
 def _shade(ax: Any, scenario: Scenario) -> None:
@@ -313,9 +332,13 @@ def format_summary(s: dict[str, Any], out: Path) -> str:
         f"latency one-way: p50 {_fmt(lat['p50_ms'], '.2f')} ms, p99 {_fmt(lat['p99_ms'], '.2f')} ms"
         f" (leader→follower p50 {_fmt(lat['leader_to_follower']['p50_ms'], '.2f')}, "
         f"follower→leader p50 {_fmt(lat['follower_to_leader']['p50_ms'], '.2f')})",
-        f"messages: sent {msg['sent']}, received {msg['received']}, dropped {msg['dropped']}",
+        f"messages: sent {msg['sent']}, received {msg['received']}, dropped {msg['dropped']} "
+        f"({msg['discarded_on_arrival']} of them superseded or stale on arrival)",
     ]
     if cpu:
         lines.append("cpu: " + ", ".join(f"{k} {v:.0f}%" for k, v in cpu.items() if v is not None))
+    failed = [k for k, ok in s.get("checks", {}).items() if not ok]
+    if failed:
+        lines.append("not as a healthy run: " + ", ".join(failed))
     lines.append(f"report: {out}/ (summary.json, joints/latency/force/tracking.png, CSV data)")
     return "\n".join(lines)

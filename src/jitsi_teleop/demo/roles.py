@@ -172,7 +172,8 @@ class LeaderRole(_Role):
 
     async def tick(self, now: float, send: bool) -> None:
         t = now - self.t0
-        self.sim.set_hand(self.scenario.hand(t))  # the operator's hand follows the script
+        hand = self.scenario.hand(t)
+        self.sim.set_hand(hand)  # the operator's hand follows the script
         st = await self.client.status()
         q = st.measured_angles
         lt = self.control.tick(now, q)
@@ -184,7 +185,6 @@ class LeaderRole(_Role):
         rendered = kinematics.tip_force_from_joint_torques(q, lt.torque)
         self.tip = (float(tip[0]), float(tip[1]), float(tip[2]))
         self.force = _norm(rendered)
-        hand = self.scenario.hand(t)
         self.rec.add(t, *q, *tip, *hand, *lt.torque, self.force, self.last_feedback, lt.damping)
 
     async def finish(self) -> None:

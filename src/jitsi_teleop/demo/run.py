@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
-import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -23,8 +22,8 @@ from jitsi_teleop.local_prosody import PROSODY, ProsodyServer, prosody_available
 from jitsi_teleop.pairing import Secret
 from jitsi_teleop.relay import Impairment, UdpRelay
 
+from ..ipc import ChildProcess, SiteFailed
 from . import messages
-from .ipc import ChildProcess, SiteFailed
 from .relay_faces import FaceServer
 from .report import build_report, format_summary
 from .scenario import MIN_DURATION_S, build_scenario
@@ -34,6 +33,17 @@ from .status import LiveStatus, StatusSnapshot
 __all__ = ["DemoError", "DemoOptions", "run_demo"]
 
 READY_TIMEOUT_S = 90.0  #: homing, joining, pairing and the data channel, both sites
+REPORT_FILES = (
+    "summary.json",
+    "joints.png",
+    "latency.png",
+    "force.png",
+    "tracking.png",
+    "leader.csv",
+    "follower.csv",
+    "latency_leader.csv",
+    "latency_follower.csv",
+)
 INSTALL_HINT = "install it with `sudo apt-get install prosody` (or run `make setup`)"
 
 
@@ -127,9 +137,9 @@ async def _room_settings(opts: DemoOptions, srv: ProsodyServer | None) -> dict[s
 
 async def _run(opts: DemoOptions) -> dict[str, Any]:
     out = opts.report_dir.resolve()
-    if out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
+    out.mkdir(parents=True, exist_ok=True)
+    for name in REPORT_FILES:  # ours from an earlier run; nothing else in the folder is touched
+        (out / name).unlink(missing_ok=True)
     scenario = build_scenario(opts.duration_s)
     cpu0, wall0 = _cpu_s(), time.monotonic()
     try:
@@ -236,10 +246,14 @@ async def _drive(opts: DemoOptions, children: list[ChildProcess]) -> dict[str, d
                 done[child.name] = msg["done"]
                 return
 
-    try:
-        await asyncio.wait_for(asyncio.gather(pump(leader), pump(follower)), deadline)
-    except asyncio.TimeoutError:
-        raise DemoError(f"the sites did not finish within {deadline:g} s") from None
+    tasks = [asyncio.ensure_future(pump(c)) for c in children]
+    finished, pending = await asyncio.wait(tasks, timeout=deadline, return_when="FIRST_EXCEPTION")
+    for t in pending:
+        t.cancel()
+    for t in finished:
+        t.result()  # a site's failure, as SiteFailed
+    if pending:
+        raise DemoError(f"the sites did not finish within {deadline:g} s")
     if view is not None:
         view.update(snap, force=True)
     return done

@@ -30,8 +30,8 @@ from jitsi_teleop.room.config import RoomConfig
 from jitsi_teleop.room.room import Room
 from jitsi_teleop.session import PATH_P2P, Session, SessionConfig
 
+from ..ipc import ParentLink
 from . import messages as m
-from .ipc import ParentLink
 from .relay_faces import remote_advertise
 from .roles import FollowerRole, LeaderRole
 from .scenario import build_scenario
@@ -45,6 +45,7 @@ HOMING_ACCELERATION = 20  #: `S Acceleration` (× 0.5 rad/s² in the simulator)
 STATUS_PERIOD_S = 0.25
 #: per robot request; above the client's 1 s default, as both sites start on shared cores
 ROBOT_TIMEOUT_S = 3.0
+PAIR_TIMEOUT_S = 60.0
 
 
 @dataclass
@@ -110,8 +111,9 @@ def _write_csv(path: Path, header: tuple[str, ...] | list[str], rows: list[Any])
 
 
 def _stream_counts(session: Session) -> dict[str, dict[str, int]]:
-    """Per received topic, over both paths: delivered, lost (sequence gaps), dropped by
-    reason (stale, superseded, ...)."""
+    """Per received topic, over both paths: ``received`` (delivered), ``lost`` (sequence gaps:
+    lost on the way or discarded on arrival) and ``discarded`` (on arrival: superseded by a
+    newer sample, or stale)."""
     snap = session.stats()
     out: dict[str, dict[str, int]] = {}
     remote = session.remote_descriptors
@@ -120,10 +122,10 @@ def _stream_counts(session: Session) -> dict[str, dict[str, int]]:
             d = remote.get(sid)
             if d is None:
                 continue
-            c = out.setdefault(d.topic, {"received": 0, "lost": 0, "dropped": 0})
+            c = out.setdefault(d.topic, {"received": 0, "lost": 0, "discarded": 0})
             c["received"] += st.received
             c["lost"] += st.lost
-            c["dropped"] += sum(st.drops.values())
+            c["discarded"] += sum(st.drops.values())
     return out
 
 
@@ -155,7 +157,12 @@ async def run_site(cfg: SiteConfig, link: ParentLink) -> None:
         await room.join()
         await role.prepare()
         await session.start()
-        await session.wait_paired(60)
+        try:
+            await session.wait_paired(PAIR_TIMEOUT_S)
+        except asyncio.TimeoutError:
+            raise RuntimeError(
+                f"did not pair with the other site within {PAIR_TIMEOUT_S:g} s"
+            ) from None
         await _wait_p2p(session, cfg.p2p_wait_s)
         link.say(ready={"path": session.path, "nick": room.nick})
         t0 = float(await link.expect("go"))
@@ -284,8 +291,7 @@ async def _report(
 async def _main() -> int:
     link = ParentLink()
     await link.start()
-    line = await link.inbox.get()
-    cfg = SiteConfig(**line["config"])
+    cfg = SiteConfig(**await link.expect("config"))
     try:
         await run_site(cfg, link)
     except Exception as exc:  # one line for the parent; details on stderr

@@ -1,9 +1,9 @@
-"""Parent ↔ site process plumbing: one JSON object per line, stdin down, stdout up.
+"""Parent ↔ child process plumbing: one JSON object per line, stdin down, stdout up.
 
-Why processes: each site runs a simulator's physics, its robot client, the teleop controller
-and a WebRTC session; on a two-core machine one Python process doing both sites starves
-(measured: see the demo report's CPU figures). The parent keeps only Prosody, the relay, the
-live status and the report.
+Used by the demo (one process per site) and ``jitsi-teleop bench`` (one per end). Why
+processes: each end runs its own event loop (simulator physics, robot client, controller,
+WebRTC session); on a two-core machine one Python process doing both ends starves, and
+measurements of one end would include the other's work.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ __all__ = ["ChildProcess", "ParentLink", "SiteFailed"]
 
 
 class SiteFailed(Exception):
-    """A site process reported an error or exited early; the message says why."""
+    """A child process reported an error, exited early, or its parent went away."""
 
 
 class ParentLink:

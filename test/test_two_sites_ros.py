@@ -12,80 +12,27 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 from geometry_msgs.msg import WrenchStamped
 from sensor_msgs.msg import JointState
 
 from dexter_driver import kinematics
 from jitsi_teleop.local_prosody import free_port
-from jitsi_teleop.site_plan import ProcessSpec, SiteArgs, site_processes
+from jitsi_teleop.site_plan import SiteArgs, site_processes
+from jitsi_teleop.site_runner import SiteProcess, start_site
 from ros_sites import Site, make_key_file, site_domains
 
 pytest_plugins = ["conftest_prosody"]
 pytestmark = [pytest.mark.prosody, pytest.mark.ros, pytest.mark.timeout(240)]
 
 ROOT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
 #: what cannot run here (not on PyPI); everything else of the plan does
 NOT_HERE = {"robot_state_publisher", "tf2_ros", "rviz2"}
-
-
-class Proc:
-    def __init__(self, name: str, args: list[str], env: dict[str, str], log: Path) -> None:
-        self.name, self.log_path = name, log
-        with open(log, "wb") as f:
-            self.proc = subprocess.Popen(args, stdout=f, stderr=subprocess.STDOUT, env=env)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(2)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-
-
-def command(spec: ProcessSpec, tmp: Path) -> list[str]:
-    """What ``ros2 launch`` would run for one planned process."""
-    if spec.cmd:
-        return [str(BIN / spec.cmd[0]), *spec.cmd[1:]]
-    args = [str(BIN / spec.executable), *spec.arguments, "--ros-args", "-r", f"__node:={spec.name}"]
-    for p in spec.parameters:
-        if isinstance(p, str):
-            args += ["--params-file", p]
-        else:
-            f = tmp / f"{spec.name}-{time.monotonic_ns()}.yaml"
-            f.write_text(yaml.safe_dump({"/**": {"ros__parameters": dict(p)}}))
-            args += ["--params-file", str(f)]
-    for a, b in spec.remappings:
-        args += ["-r", f"{a}:={b}"]
-    return args
-
-
-def start_site(role: str, domain: int, args: SiteArgs, tmp: Path) -> list[Proc]:
-    env = dict(os.environ, ROS_DOMAIN_ID=str(domain))
-    env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
-    procs = []
-    for spec in site_processes(args):
-        if spec.package in NOT_HERE:
-            continue
-        procs.append(
-            Proc(f"{role}:{spec.name}", command(spec, tmp), env, tmp / f"{role}-{spec.name}.log")
-        )
-    return procs
 
 
 def control(port: int, msg: dict) -> dict:
@@ -114,7 +61,7 @@ def two_sites(prosody, tmp_path):
     room = "sys" + str(time.monotonic_ns())[-8:]
     domains = site_domains()
     ports = {r: (free_port(), free_port()) for r in ("leader", "follower")}
-    procs: list[Proc] = []
+    procs: list[SiteProcess] = []
     sites: list[Site] = []
     try:
         for role, domain in zip(("leader", "follower"), domains):
@@ -133,7 +80,9 @@ def two_sites(prosody, tmp_path):
                 stun_turn="false",
                 rviz="false",
             )
-            procs += start_site(role, domain, args, tmp_path)
+            started, skipped = start_site(role, site_processes(args), domain, tmp_path)
+            assert {s.split("/")[0] for s in skipped} <= NOT_HERE
+            procs += started
         sites = [Site(domains[0], "leader"), Site(domains[1], "follower")]
         yield sites, procs, {r: c for r, (_, c) in ports.items()}
     finally:
@@ -143,10 +92,10 @@ def two_sites(prosody, tmp_path):
             s.close()
 
 
-def _alive(procs: list[Proc]) -> None:
+def _alive(procs: list[SiteProcess]) -> None:
     for p in procs:
-        if p.proc.poll() is not None:
-            raise AssertionError(f"{p.name} exited ({p.proc.returncode}):\n{p.log()[-3000:]}")
+        if not p.alive:
+            raise AssertionError(f"{p.name} exited ({p.proc.returncode}):\n{p.log()}")
 
 
 def test_the_follower_tracks_the_leader_and_its_contact_comes_back(two_sites):
@@ -162,7 +111,7 @@ def test_the_follower_tracks_the_leader_and_its_contact_comes_back(two_sites):
         return None if m is None else np.asarray(m.position[:5])
 
     def logs() -> str:
-        return "\n".join(f"--- {p.name}\n{p.log()[-1500:]}" for p in procs)
+        return "\n".join(f"--- {p.name}\n{p.log(1500)}" for p in procs)
 
     def until(pred, timeout: float, what: str) -> None:
         end = time.monotonic() + timeout

@@ -75,6 +75,7 @@ class DriverParams:
     wrench_frame: str
     servo_joint_names: tuple[str, ...]
     diagnostics_period: float
+    request_timeout_s: float = 1.0
 
 
 def _desc(text: str, read_only: bool = True) -> ParameterDescriptor:
@@ -108,7 +109,9 @@ class DexterDriverNode(Node):
         self._last_error = ""
         self._status_count = 0
         self.loop_thread = LoopThread("dexter_driver")
-        self.client = DexterClient(p.host, p.port, ClientConfig(poll_hz=p.rate_hz))
+        self.client = DexterClient(
+            p.host, p.port, ClientConfig(poll_hz=p.rate_hz, timeout_s=p.request_timeout_s)
+        )
         self.client.add_status_listener(self._on_status)
         self.loop_thread.run(self._start(), timeout=10.0)
         self.create_timer(p.diagnostics_period, self._publish_diagnostics)
@@ -120,6 +123,11 @@ class DexterDriverNode(Node):
         host = d("host", "127.0.0.1", _desc("Dexter IP address or host name")).value
         port = d("port", 50000, _desc("Dexter TCP port")).value
         rate = d("rate_hz", 100.0, _desc("status poll rate (Hz)")).value
+        request_timeout = d(
+            "request_timeout",
+            1.0,
+            _desc("seconds to wait for the robot's reply to a short request before reconnecting"),
+        ).value
         mode = d(
             "mode",
             "position",
@@ -208,6 +216,7 @@ class DexterDriverNode(Node):
             wrench_frame=str(wrench_frame),
             servo_joint_names=tuple(servo_names)[:2],
             diagnostics_period=float(diag),
+            request_timeout_s=float(request_timeout),
         )
 
     # -- asyncio side ----------------------------------------------------------------------

@@ -173,6 +173,14 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--insecure", action="store_true", help="with --room: skip TLS verification")
     p.add_argument("--seed", type=int, default=1, help="seed of the relay's loss and jitter")
     p.add_argument("--no-status", action="store_true", help="no live status while running")
+    p.add_argument(
+        "--ros",
+        action="store_true",
+        help="run each site as the ROS 2 nodes teleop.launch.py starts (simulator, driver, "
+        "transport, teleop; two ROS domains) instead of the in-process core; same script and "
+        "report. Not with --delay/--jitter/--loss (the transport node's data channel cannot be "
+        "routed through the demo's relay: it has no advertise parameter) or --room",
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="log details to stderr")
     p.set_defaults(run=_run_demo)
 
@@ -192,6 +200,7 @@ def _run_demo(args: argparse.Namespace) -> int:
         seed=args.seed,
         status=not args.no_status,
         insecure=args.insecure,
+        ros=args.ros,
     )
     return run_demo(opts)
 

@@ -5,6 +5,7 @@ deployment with ``--room``), the impairment relay on the data channel's path (``
 ``--jitter``, ``--loss``), the live status and the report. Each site (simulator, robot client,
 teleop controller, session) runs in its own process (:mod:`jitsi_teleop.demo.site`); they pair
 with a random 32-byte secret made for this run and meet in a room with a random name.
+With ``--ros`` (:mod:`.ros_run`) each site is instead the ROS 2 processes the launch file starts.
 """
 
 from __future__ import annotations
@@ -69,6 +70,8 @@ class DemoOptions:
     control_hz: float = 100.0
     send_hz: float = 100.0
     insecure: bool = False  #: with --room: do not verify TLS (self-signed test deployments)
+    #: run each site as the ROS 2 nodes teleop.launch.py starts (:mod:`.ros_run`), not the core
+    ros: bool = False
 
     @property
     def impaired(self) -> bool:
@@ -83,6 +86,13 @@ class DemoOptions:
             raise DemoError("--jitter must not exceed --delay (no negative delays)")
         if not 0 < self.send_hz <= self.control_hz:
             raise DemoError("need 0 < send rate <= control rate")
+        if self.ros and self.impaired:
+            raise DemoError(
+                "--delay/--jitter/--loss are not available with --ros: the transport node "
+                "cannot route its data channel through the demo's relay (no advertise parameter)"
+            )
+        if self.ros and self.room_url is not None:
+            raise DemoError("--room is not available with --ros (a private Prosody only)")
         if self.room_url is None and not prosody_available():
             raise DemoError(f"prosody not found ({PROSODY}): {INSTALL_HINT}")
 
@@ -91,7 +101,12 @@ def run_demo(options: DemoOptions) -> int:
     """Run it; 0 on success, else 1 with a one-line reason on stderr."""
     try:
         options.check()
-        summary = asyncio.run(_run(options))
+        if options.ros:
+            from .ros_run import run_ros_demo
+
+            summary = run_ros_demo(options)
+        else:
+            summary = asyncio.run(_run(options))
     except DemoError as exc:
         print(f"jitsi-teleop demo: {exc}", file=sys.stderr)
         return 1

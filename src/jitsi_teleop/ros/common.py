@@ -21,6 +21,9 @@ def spin_node(factory: Callable[[], Node], args: Sequence[str] | None = None) ->
         rclpy.spin(node)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except RuntimeError:
+        if rclpy.ok():  # a real error; otherwise rclpy tripping over its own shutdown (SIGINT)
+            raise
     finally:
         if node is not None:
             node.destroy_node()

@@ -26,6 +26,7 @@ bench: setup
 	$(PY) bench/bench_slowpath.py --json bench/results/slowpath.json
 	$(PY) bench/bench_teleop_stability.py
 	$(VENV)/bin/jitsi-teleop bench --json bench/results/fastpath.json
+	$(PY) bench/bench_ros_overhead.py --json bench/results/ros_overhead.json
 
 clean:
 	rm -rf $(VENV) build install log .pytest_cache demo-report

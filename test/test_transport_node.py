@@ -213,7 +213,7 @@ def test_diagnostics_report_path_and_latency(sites):
     assert js is not None and int(js["received"]) > 0
     p50, p99 = float(js["latency_p50_ms"]), float(js["latency_p99_ms"])
     assert 0 < p50 <= p99  # measured, clock-corrected one-way latency
-    out = topic_status(sites.leader_diag, "out joint_states")
+    out = topic_status(sites.leader_diag, "out /joint_states")
     assert out is not None and int(out["sent"]) > 0
 
 

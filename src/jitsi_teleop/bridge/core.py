@@ -38,6 +38,7 @@ class Outgoing:
     spec: TopicSpec
     type_hash: str
     stream_id: int
+    local_topic: str = ""  #: the resolved name of the subscription (diagnostics)
     sent: int = 0
     coalesced: int = 0  #: newer sample replaced a pending one (rate limit), latest streams
     not_sent: int = 0  #: the session had no path (not paired yet)
@@ -285,7 +286,7 @@ class Bridge:
         for o in self.outgoing:
             topics.append(
                 TopicStatus(
-                    o.spec.topic,
+                    o.local_topic or o.spec.topic,
                     "out",
                     o.spec.remote,
                     {

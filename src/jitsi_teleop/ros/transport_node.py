@@ -213,7 +213,9 @@ class TransportNode(Node):
             probe = self.create_publisher(cls, f"~/type_probe_{i}", 1)
             h = self._type_hash(f"~/type_probe_{i}", publisher=True)
             self.destroy_publisher(probe)
-            out.append(Outgoing(s, h, stream_id=i + 1))
+            out.append(
+                Outgoing(s, h, stream_id=i + 1, local_topic=self.resolve_topic_name(s.topic))
+            )
             self._sub_specs.append((s, cls))
         return out
 

@@ -62,7 +62,13 @@ def joint_state(i: int) -> JointState:
 class Sites:
     """Leader and follower sites joined through one room; closed by the fixture."""
 
-    def __init__(self, prosody, tmp: Path, follower_config: Path | None = None) -> None:
+    def __init__(
+        self,
+        prosody,
+        tmp: Path,
+        follower_config: Path | None = None,
+        config: Path | None = None,
+    ) -> None:
         self.prosody = prosody
         self.domains = site_domains()
         self.room = "tp" + secrets.token_hex(4)
@@ -70,14 +76,16 @@ class Sites:
         self.leader = Site(self.domains[0], "leader")
         self.follower = Site(self.domains[1], "follower")
         self.procs: list[TransportProcess] = [
-            start_transport("leader", self.domains[0], prosody, self.room, self.key, log_dir=tmp),
+            start_transport(
+                "leader", self.domains[0], prosody, self.room, self.key, config=config, log_dir=tmp
+            ),
             start_transport(
                 "follower",
                 self.domains[1],
                 prosody,
                 self.room,
                 self.key,
-                config=follower_config,
+                config=follower_config or config,
                 log_dir=tmp,
             ),
         ]

@@ -129,7 +129,8 @@ class SessionConfig:
     max_message_size: int = 60_000
     #: ROS types this end can handle (None: any)
     known_types: Collection[str] | None = None
-    #: how long the keys of the previous pairing still open frames (in flight during a re-pair)
+    #: how long the keys of the previous pairing still open its clock probes (in flight during a
+    #: re-pair); its data frames are dropped as old_session (they are resent or superseded)
     old_keys_grace: float = 5.0
 
     @property
@@ -241,6 +242,7 @@ class Session:
         self._cipher: SessionCipher | None = None
         self._old_cipher: tuple[SessionCipher, float] | None = None
         self._peer: str | None = None
+        self._peer_left = False  #: the peer left the room but still talks over the data channel
         self._muc: MucLink | None = None
         self._p2p: P2PLink | None = None
         self._certificate: Any = None
@@ -459,7 +461,10 @@ class Session:
                 await asyncio.wait_for(self._paired.wait(), self.config.pair_retry)
         while not self._closed:
             try:
-                if self._cipher is not None:
+                # still paired, unless the peer left the room while its data channel lived
+                # on: then pair again with it once it is back (the room path needs its nick)
+                repair = self._peer_left and self.room.online
+                if self._cipher is not None and not repair:
                     await self._maintain_p2p()
                     await asyncio.sleep(self.config.probe_interval)
                     continue
@@ -474,8 +479,11 @@ class Session:
                         link.send_signal({"t": "pair", "m": base64.b64encode(msg).decode()})
                     except (LinkError, ValueError) as e:
                         log.debug("pairing offer to %s not sent: %s", nick, e)
-                    with contextlib.suppress(asyncio.TimeoutError):
-                        await asyncio.wait_for(self._paired.wait(), self.config.pair_retry)
+                    if repair:  # already paired: _paired is set, so wait out the reply
+                        await asyncio.sleep(self.config.pair_retry)
+                    else:
+                        with contextlib.suppress(asyncio.TimeoutError):
+                            await asyncio.wait_for(self._paired.wait(), self.config.pair_retry)
                 else:
                     await asyncio.sleep(0.1)
             except asyncio.CancelledError:
@@ -486,9 +494,33 @@ class Session:
 
     def _on_room_event(self, event: object) -> None:
         """The authenticated peer left the room: forget the pairing and look for it again
-        (a restarted peer comes back under a new nick and must prove the secret again)."""
+        (a restarted peer comes back under a new nick and must prove the secret again).
+
+        Unless its data channel is still alive: when the room server restarts or drops our
+        connection, the peer "leaves" the room while the peer-to-peer path, which does not go
+        through the server, carries on. Then the pairing is kept until that path goes quiet
+        too, or the peer pairs again after rejoining."""
         if isinstance(event, OccupantLeft) and event.occupant.nick == self._peer:
+            if self._p2p_alive():
+                log.info("peer %s left the room; its data channel is alive: keeping it", self._peer)
+                self._peer_left = True
+                return
+            self._forget_peer()
+
+    def _p2p_alive(self) -> bool:
+        link = self._p2p
+        last = self._last_rx.get(PATH_P2P)
+        return (
+            link is not None
+            and link.ready
+            and last is not None
+            and time.monotonic() - last < self.config.failover_after
+        )
+
+    def _forget_peer(self) -> None:
+        if self._peer is not None:
             log.info("peer %s left the room", self._peer)
+            self._peer_left = False
             self._cipher = None
             self._keys = None
             self._peer = None
@@ -525,6 +557,7 @@ class Session:
             self._on_paired(result.session)
 
     def _on_paired(self, keys: SessionKeys) -> None:
+        self._peer_left = False
         if self._cipher is not None:
             self._old_cipher = (self._cipher, time.monotonic() + self.config.old_keys_grace)
         self._keys = keys
@@ -695,6 +728,9 @@ class Session:
     def _check_health(self) -> None:
         if self._cipher is None:
             return
+        if self._peer_left and not self._p2p_alive():  # gone from the room and now silent
+            self._forget_peer()
+            return
         now = time.monotonic()
         link = self._p2p
         if self._path == PATH_P2P:
@@ -860,7 +896,14 @@ class Session:
         except ProtectError as e:
             if e.reason == "wrong_session" and self._old_cipher is not None:
                 with contextlib.suppress(ProtectError):
-                    return self._old_cipher[0].open(record)
+                    frame = self._old_cipher[0].open(record)
+                    # The previous session's clock probes still help; its data does not: the
+                    # new session restarted sequence numbers (an old latest frame would make
+                    # the new ones look superseded) and resends what was unacknowledged.
+                    if frame.is_control and not frame.reliable:
+                        return frame
+                    self._stats[path].on_drop("old_session")
+                    return None
             self._stats[path].on_drop(_refinement(e, record))
             return None
 

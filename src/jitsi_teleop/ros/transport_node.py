@@ -382,7 +382,8 @@ def diagnostics(node: TransportNode, status: BridgeStatus | None) -> list[Diagno
 
 
 def main(args: Sequence[str] | None = None) -> None:
-    logging.basicConfig(level=logging.WARNING, format="[%(name)s] %(levelname)s: %(message)s")
+    level = os.environ.get("JITSI_TELEOP_LOG_LEVEL", "WARNING").upper()  # the core's own log
+    logging.basicConfig(level=level, format="[%(name)s] %(levelname)s: %(message)s")
     try:
         spin_node(TransportNode, args)
     except TransportError as e:

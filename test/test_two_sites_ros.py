@@ -10,9 +10,7 @@ simulators' control ports.
 
 from __future__ import annotations
 
-import json
 import math
-import socket
 import time
 from pathlib import Path
 
@@ -22,6 +20,7 @@ from geometry_msgs.msg import WrenchStamped
 from sensor_msgs.msg import JointState
 
 from dexter_driver import kinematics
+from jitsi_teleop.demo.ros_sites import ControlPort
 from jitsi_teleop.local_prosody import free_port
 from jitsi_teleop.site_plan import SiteArgs, site_processes
 from jitsi_teleop.site_runner import SiteProcess, start_site
@@ -36,17 +35,12 @@ NOT_HERE = {"robot_state_publisher", "tf2_ros", "rviz2"}
 
 
 def control(port: int, msg: dict) -> dict:
-    """One JSON line to a simulator's control port."""
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
-                s.sendall((json.dumps(msg) + "\n").encode())
-                return json.loads(s.makefile().readline())
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.1)
+    """One JSON line to a simulator's control port (the demo's client, one connection each)."""
+    ctl = ControlPort(port, timeout_s=10.0)
+    try:
+        return ctl.request(msg)
+    finally:
+        ctl.close()
 
 
 def latest(rec, msg_type):

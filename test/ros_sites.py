@@ -13,21 +13,18 @@ import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
-from rclpy.context import Context
-from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import QoSProfile
 
 from jitsi_teleop.local_prosody import ProsodyServer
 from jitsi_teleop.pairing import generate_key_file
+from jitsi_teleop.ros.site_graph import RawRecorder, SiteGraph
 
 _pairs = itertools.count()
 
@@ -45,59 +42,22 @@ def make_key_file(directory: Path) -> Path:
     return path
 
 
-@dataclass
-class Recorder:
-    """Raw messages as they arrive: (monotonic receive time in ns, CDR bytes)."""
-
-    items: list[tuple[int, bytes]] = field(default_factory=list)
-
-    def __call__(self, data: bytes) -> None:
-        self.items.append((time.monotonic_ns(), data))
-
-    @property
-    def payloads(self) -> list[bytes]:
-        return [d for _, d in self.items]
+Recorder = RawRecorder
 
 
-class Site:
-    """One ROS domain seen from this process: a node spun in a thread of its own."""
+class Site(SiteGraph):
+    """One ROS domain seen from the test process (a node spun in a thread of its own)."""
 
     def __init__(self, domain_id: int, name: str) -> None:
-        self.domain_id = domain_id
-        self.context = Context()
-        rclpy.init(context=self.context, domain_id=domain_id)
-        self.node = rclpy.create_node(f"test_site_{name}", context=self.context)
-        self.executor = SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
-        self._thread = threading.Thread(target=self._spin, daemon=True)
-        self._thread.start()
+        super().__init__(domain_id, f"test_site_{name}")
 
-    def _spin(self) -> None:
-        while self.context.ok():
-            try:
-                self.executor.spin_once(timeout_sec=0.05)
-            except Exception:  # shutdown while waiting
-                return
-
-    def publisher(self, msg_type: Any, topic: str, qos: QoSProfile | int = 10) -> Any:
-        return self.node.create_publisher(msg_type, topic, qos)
-
-    def record(self, msg_type: Any, topic: str, qos: QoSProfile | int = 100) -> Recorder:
-        rec = Recorder()
-        self.node.create_subscription(msg_type, topic, rec, qos, raw=True)
-        return rec
+    def record(self, msg_type: Any, topic: str, qos: QoSProfile | int = 100) -> RawRecorder:
+        return super().record(msg_type, topic, qos)
 
     def diagnostics(self) -> list[DiagnosticArray]:
         out: list[DiagnosticArray] = []
-        self.node.create_subscription(DiagnosticArray, "/diagnostics", out.append, 50)
+        self.subscribe(DiagnosticArray, "/diagnostics", out.append, 50)
         return out
-
-    def close(self) -> None:
-        self.executor.shutdown(timeout_sec=1.0)
-        self.node.destroy_node()
-        if self.context.ok():
-            rclpy.shutdown(context=self.context)
-        self._thread.join(2.0)
 
 
 @dataclass

@@ -10,25 +10,16 @@ from __future__ import annotations
 
 import json
 import socket
-import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..ros.site_graph import RawRecorder, SiteGraph
+
 __all__ = ["ControlPort", "Diagnostics", "RawRecorder", "RosSite", "level_of"]
 
 TRANSPORT = "jitsi_teleop transport: "
-
-
-@dataclass
-class RawRecorder:
-    """Messages as they arrive: (CLOCK_MONOTONIC receive time in ns, CDR bytes)."""
-
-    items: list[tuple[int, bytes]] = field(default_factory=list)
-
-    def __call__(self, data: bytes) -> None:
-        self.items.append((time.monotonic_ns(), data))
 
 
 def level_of(level: Any) -> int:
@@ -64,56 +55,15 @@ class Diagnostics:
             return None
 
 
-class RosSite:
-    """One ROS domain seen from this process: a node spun in a thread of its own."""
+class RosSite(SiteGraph):
+    """One site's ROS domain, with its transport's diagnostics kept up to date."""
 
     def __init__(self, domain_id: int, name: str) -> None:
-        import rclpy
-        from rclpy.context import Context
-        from rclpy.executors import SingleThreadedExecutor
-
-        self.domain_id = domain_id
-        self.context = Context()
-        rclpy.init(context=self.context, domain_id=domain_id)
-        self.node = rclpy.create_node(
-            f"jitsi_teleop_demo_{name}",
-            context=self.context,
-            start_parameter_services=False,
-            enable_rosout=False,
-        )
-        self.executor = SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
-        self.diagnostics = Diagnostics()
         from diagnostic_msgs.msg import DiagnosticArray
 
-        self.node.create_subscription(DiagnosticArray, "/diagnostics", self.diagnostics, 50)
-        self._thread = threading.Thread(target=self._spin, name=f"ros-{name}", daemon=True)
-        self._thread.start()
-
-    def _spin(self) -> None:
-        while self.context.ok():
-            try:
-                self.executor.spin_once(timeout_sec=0.1)
-            except Exception:  # shut down while waiting
-                return
-
-    def record(self, msg_type: Any, topic: str) -> RawRecorder:
-        """Every message on ``topic``; best effort, so it matches any publisher's QoS."""
-        from rclpy.qos import QoSProfile, ReliabilityPolicy
-
-        rec = RawRecorder()
-        qos = QoSProfile(depth=50, reliability=ReliabilityPolicy.BEST_EFFORT)
-        self.node.create_subscription(msg_type, topic, rec, qos, raw=True)
-        return rec
-
-    def close(self) -> None:
-        import rclpy
-
-        self.executor.shutdown(timeout_sec=1.0)
-        self.node.destroy_node()
-        if self.context.ok():
-            rclpy.shutdown(context=self.context)
-        self._thread.join(2.0)
+        super().__init__(domain_id, f"jitsi_teleop_demo_{name}")
+        self.diagnostics = Diagnostics()
+        self.subscribe(DiagnosticArray, "/diagnostics", self.diagnostics, 50)
 
 
 class ControlPort:

@@ -43,6 +43,7 @@ from jitsi_teleop.site_runner import SiteProcess, start_site
 
 from . import messages as m
 from .report import build_report, load_series, percentile
+from .roles import LeaderRole
 from .ros_sites import ControlPort, RawRecorder, RosSite
 from .run import (
     READY_TIMEOUT_S,
@@ -509,23 +510,8 @@ def _write_series(out: Path, scenario: Scenario, clock: _Clock, rec: _Records, p
         j = _latest_before(fb_recv, t)
         tip, hand = kinematics.tool_position(q), scenario.hand(t)
         rows.append([t, *q, *tip, *hand, *tau, _rendered(q, tau), fb_norm[j] if j >= 0 else 0.0])
-    _write_csv(
-        out / "leader.csv",
-        [
-            "t",
-            *(f"q{i}" for i in range(1, 6)),
-            "tip_x",
-            "tip_y",
-            "tip_z",
-            "hand_x",
-            "hand_y",
-            "hand_z",
-            *(f"tau{i}" for i in range(1, 6)),
-            "rendered_force",
-            "feedback_force",
-        ],
-        rows,
-    )
+    # the core mode's columns, without its passivity damping (the teleop node keeps it)
+    _write_csv(out / "leader.csv", list(LeaderRole.columns[:-1]), rows)
     order = np.argsort(fb_stamp, kind="stable")
     fb_sorted_t = fb_stamp[order]
     w = scenario.wall

@@ -19,7 +19,7 @@ rclpy = pytest.importorskip("rclpy", reason="needs rclpy (ROS wheels or a ROS 2 
 
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from geometry_msgs.msg import WrenchStamped  # noqa: E402
-from rclpy.executors import MultiThreadedExecutor  # noqa: E402
+from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from std_msgs.msg import Bool  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
@@ -132,18 +132,27 @@ def sites() -> Iterator[TwoSites]:
         ],
     )
     probe = rclpy.create_node("probe", context=context)
-    executor = MultiThreadedExecutor(num_threads=2, context=context)
+    # One executor per node, as each node has its own process in use: rclpy's executors rebuild
+    # the wait set of all their nodes on every spin, and one MultiThreadedExecutor over all six
+    # nodes ran the 100 Hz callbacks at about 15 Hz here (one GIL), enough to make the
+    # force-feedback loop ring.
+    executors = []
     for node in (*drivers, leader, follower, probe):
+        executor = SingleThreadedExecutor(context=context)
         executor.add_node(node)
-    spinner = threading.Thread(target=executor.spin, daemon=True)
-    spinner.start()
+        executors.append(executor)
+    spinners = [threading.Thread(target=e.spin, daemon=True) for e in executors]
+    for spinner in spinners:
+        spinner.start()
     s = TwoSites(loop, leader_sim, follower_sim, leader, follower, probe)
     try:
         assert s.wait_for(lambda: _state(follower) == "tracking"), "follower never tracked"
         yield s
     finally:
-        executor.shutdown()
-        spinner.join(5)
+        for executor in executors:
+            executor.shutdown()
+        for spinner in spinners:
+            spinner.join(5)
         for node in (*drivers, leader, follower, probe):
             node.destroy_node()
         rclpy.shutdown(context=context)

@@ -320,6 +320,29 @@ async def test_operator_hand_holds_and_moves_a_follow_me_arm(tcp_port: int) -> N
         assert sim.physics.hand is None
 
 
+async def test_a_starved_simulator_skips_time_instead_of_falling_further_behind(
+    tcp_port: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A simulator process that got no CPU for a while (a loaded machine) integrates at most
+    ``max_catch_up_s`` of physics for the next request and drops the rest: catching up on all
+    of it made every reply later still, until the driver's request timeout dropped it."""
+    cfg = SimConfig(rate=1.0, start_q=kinematics.READY)
+    async with running(tcp_port, cfg) as (sim, client):
+        await client.set_follow_me()
+        sim.set_hand()  # an arm that is never at rest: every substep is integrated
+        sim.advance()
+        before, t_before = sim.dropped_steps, sim.physics.t
+        sim._t0 -= 0.5  # as if the process had been starved for half a second
+        with caplog.at_level(logging.WARNING, logger="dexter_driver.sim"):
+            status = await client.status()  # answered; its advance integrates a bounded slice
+        dropped = sim.dropped_steps - before
+        assert dropped >= round((0.5 - cfg.max_catch_up_s) / cfg.dt) - 1
+        assert sim.physics.t >= t_before + 0.5 - 0.01  # the clock is caught up, physics skipped
+        assert "simulator starved of CPU" in caplog.text
+        q = status.measured_angles
+        assert np.linalg.norm(kinematics.tool_position(q) - sim.tool_position()) < 0.005
+
+
 async def test_position_mode_into_a_wall_loads_the_servo(tcp_port: int) -> None:
     async with running(tcp_port) as (sim, client):
         await move_to(sim, client, BENT)

@@ -21,6 +21,7 @@ J5 = -(link-4 axis) through the wrist point.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -39,6 +40,7 @@ __all__ = [
     "jacobian",
     "joint_axes",
     "joint_torques_from_wrench",
+    "tip_and_jacobian",
     "tip_force_from_joint_torques",
     "tool_direction",
     "tool_pose_xyz_quat",
@@ -91,31 +93,50 @@ def _as_q(q: ArrayLike) -> FloatArray:
     return qa[:5]
 
 
-def _frames(q: ArrayLike, links: LinkLengths) -> dict[str, FloatArray]:
-    """The doc's FK intermediates: pivots, unit vectors and the tool axes, base frame."""
-    q1, q2, q3, q4, q5 = _as_q(q)
+Vec3 = tuple[float, float, float]
+
+
+def _frame_points(q: ArrayLike, links: LinkLengths) -> dict[str, Vec3]:
+    """The doc's FK intermediates as plain tuples: pivots, unit vectors, tool axes, base frame.
+
+    Scalar math, not numpy: on 3-vectors numpy's per-call overhead is most of the cost, and the
+    simulator evaluates this (and the Jacobian) every 1 ms substep.
+    """
+    q1, q2, q3, q4, q5 = (float(v) for v in _as_q(q))
     s2, s3, s4 = q2, q2 + q3, q2 + q3 + q4
-    f = np.array([np.sin(q1), np.cos(q1), 0.0])  # horizontal "forward" of the arm's plane
-    n = np.array([-np.cos(q1), np.sin(q1), 0.0])  # J2..J4 axis (positive tilts toward f)
-    u2 = f * np.sin(s2) + _Z * np.cos(s2)  # link directions in the arm's plane
-    u3 = f * np.sin(s3) + _Z * np.cos(s3)
-    u4 = f * np.sin(s4) + _Z * np.cos(s4)
-    shoulder = links.l1 * _Z
-    elbow = shoulder + links.l2 * u2
-    wrist_pitch = elbow + links.l3 * u3
-    wrist = wrist_pitch + links.l4 * u4
-    d = np.cos(q5) * (f * np.cos(s4) - _Z * np.sin(s4)) - np.sin(q5) * n
-    tip = wrist + links.l5 * d
+    sin, cos = math.sin, math.cos
+    fx, fy = sin(q1), cos(q1)  # horizontal "forward" f = (fx, fy, 0) of the arm's plane
+    nx, ny = -fy, fx  # J2..J4 axis n = (-cos q1, sin q1, 0) (positive tilts toward f)
+    # link directions in the arm's plane: u = f sin(s) + z cos(s)
+    h2, v2 = sin(s2), cos(s2)
+    h3, v3 = sin(s3), cos(s3)
+    h4, v4 = sin(s4), cos(s4)
+    l1, l2, l3, l4, l5 = links.l1, links.l2, links.l3, links.l4, links.l5
+    ex, ey, ez = fx * l2 * h2, fy * l2 * h2, l1 + l2 * v2  # elbow
+    px, py, pz = ex + fx * l3 * h3, ey + fy * l3 * h3, ez + l3 * v3  # wrist pitch
+    wx, wy, wz = px + fx * l4 * h4, py + fy * l4 * h4, pz + l4 * v4  # wrist
+    c5, s5 = cos(q5), sin(q5)
+    # d = cos q5 (f cos s4 - z sin s4) - sin q5 n
+    dx, dy, dz = c5 * fx * v4 - s5 * nx, c5 * fy * v4 - s5 * ny, -c5 * h4
     return {
-        "n": n,
-        "u4": u4,
-        "d": d,
-        "shoulder": shoulder,
-        "elbow": elbow,
-        "wrist_pitch": wrist_pitch,
-        "wrist": wrist,
-        "tip": tip,
+        "n": (nx, ny, 0.0),
+        "u4": (fx * h4, fy * h4, v4),
+        "d": (dx, dy, dz),
+        "shoulder": (0.0, 0.0, l1),
+        "elbow": (ex, ey, ez),
+        "wrist_pitch": (px, py, pz),
+        "wrist": (wx, wy, wz),
+        "tip": (wx + l5 * dx, wy + l5 * dy, wz + l5 * dz),
     }
+
+
+def _frames(q: ArrayLike, links: LinkLengths) -> dict[str, FloatArray]:
+    """:func:`_frame_points` as arrays."""
+    return {k: np.array(v) for k, v in _frame_points(q, links).items()}
+
+
+def _cross(a: Vec3, b: Vec3) -> Vec3:
+    return (a[1] * b[2] - a[2] * b[1], a[2] * b[0] - a[0] * b[2], a[0] * b[1] - a[1] * b[0])
 
 
 def forward(q: ArrayLike, links: LinkLengths = HDI) -> FloatArray:
@@ -138,12 +159,12 @@ def forward(q: ArrayLike, links: LinkLengths = HDI) -> FloatArray:
 
 def tool_position(q: ArrayLike, links: LinkLengths = HDI) -> FloatArray:
     """Tool tip position (3,) in metres, base frame."""
-    return _frames(q, links)["tip"]
+    return np.array(_frame_points(q, links)["tip"])
 
 
 def tool_direction(q: ArrayLike, links: LinkLengths = HDI) -> FloatArray:
     """Unit tool pointing direction ``d`` (3,), base frame (= column 1 of :func:`forward`)."""
-    return _frames(q, links)["d"]
+    return np.array(_frame_points(q, links)["d"])
 
 
 def tool_pose_xyz_quat(q: ArrayLike, links: LinkLengths = HDI) -> tuple[FloatArray, FloatArray]:
@@ -158,7 +179,10 @@ def joint_axes(q: ArrayLike, links: LinkLengths = HDI) -> tuple[FloatArray, Floa
 
     The axis signs make a positive joint rate a positive rotation about the axis (right hand).
     """
-    fr = _frames(q, links)
+    return _axes(_frames(q, links))
+
+
+def _axes(fr: dict[str, FloatArray]) -> tuple[FloatArray, FloatArray]:
     n = fr["n"]
     axes = np.stack([-_Z, n, n, n, -fr["u4"]])
     points = np.stack([np.zeros(3), fr["shoulder"], fr["elbow"], fr["wrist_pitch"], fr["wrist"]])
@@ -171,12 +195,21 @@ def jacobian(q: ArrayLike, links: LinkLengths = HDI) -> FloatArray:
     Analytic from the joint screw axes: column i = [a_i × (tip − p_i); a_i]. Generic rank is 5;
     at q = 0 (arm straight up) J1 and J5 are collinear and J2..J4 pivots are aligned: rank 3.
     """
-    axes, points = joint_axes(q, links)
-    tip = tool_position(q, links)
-    jac = np.empty((6, 5))
-    jac[:3, :] = np.cross(axes, tip - points).T
-    jac[3:, :] = axes.T
-    return jac
+    return tip_and_jacobian(q, links)[1]
+
+
+def tip_and_jacobian(q: ArrayLike, links: LinkLengths = HDI) -> tuple[FloatArray, FloatArray]:
+    """Tool tip position (3,) and :func:`jacobian` from one forward-kinematics pass (what a
+    physics step needs)."""
+    fr = _frame_points(q, links)
+    tip, n, u4 = fr["tip"], fr["n"], fr["u4"]
+    axes = ((0.0, 0.0, -1.0), n, n, n, (-u4[0], -u4[1], -u4[2]))
+    points = ((0.0, 0.0, 0.0), fr["shoulder"], fr["elbow"], fr["wrist_pitch"], fr["wrist"])
+    cols = [
+        (*_cross(a, (tip[0] - p[0], tip[1] - p[1], tip[2] - p[2])), *a)
+        for a, p in zip(axes, points)
+    ]
+    return np.array(tip), np.array(cols).T
 
 
 def joint_torques_from_wrench(

@@ -112,7 +112,9 @@ class SimConfig:
     inertia: tuple[float, ...] = (0.08, 0.08, 0.05, 0.01, 0.01)  #: kg·m²
     follow_damping: tuple[float, ...] = (2.0, 2.0, 1.5, 0.5, 0.5)  #: N·m·s/rad
     pid_filter_s: float = 0.02  #: PID_DELTA = DELTA low-passed with this time constant
-    max_catch_up_s: float = 2.0  #: if integration falls further behind, the excess is dropped
+    #: if real-time integration falls further behind (a starved process), the excess is dropped:
+    #: catching up on all of it would make each reply later still, until the client gives up
+    max_catch_up_s: float = 0.1
     links: kinematics.LinkLengths = kinematics.HDI
     #: J1..J5 at power-on, rad (the robot boots at all zero; a bench set-up may start the
     #: simulated arm at a ready pose instead, as if it had been moved there)
@@ -274,16 +276,15 @@ class DexterPhysics:
         wall, wrench, hand = self.wall, self.ext_wrench, self.hand
         if wall is None and hand is None and not wrench.any():
             return tau
-        jac = kinematics.jacobian(self.q, self.config.links)
+        tip, jac = kinematics.tip_and_jacobian(self.q, self.config.links)  # one FK pass
         w = wrench.copy()
         if hand is not None:
-            tip = kinematics.tool_position(self.q, self.config.links)
             force, grip = hand.load(self.q, self.qd, tip, jac[:3])
             w[:3] += force
             tau[3:5] += grip
         if wall is not None:
             n = np.asarray(wall.normal)
-            pen = self._wall_penetration()
+            pen = wall.offset - float(n @ tip)
             if pen > 0.0:
                 vn = float(n @ (jac[:3] @ self.qd))
                 w[:3] += n * max(0.0, wall.stiffness * pen - wall.damping * vn)
@@ -298,7 +299,7 @@ class DexterPhysics:
 
     def at_rest(self) -> bool:
         """Nothing would change in a step: lets the server skip integrating an idle arm."""
-        if self.queue or self.ext_wrench.any() or self._wall_penetration() > 0.0 or self.hand:
+        if self.hand or self.queue or self.ext_wrench.any() or self._wall_penetration() > 0.0:
             return False
         if self.ext_torque.any() or self.force_units.any() or np.abs(self.qd).max() > 1e-9:
             return False
@@ -414,6 +415,7 @@ class DexterSim:
         self.connections = 0  #: connections served so far (not counting ones still waiting)
         self.requests = 0  #: requests received (including ones that got no reply)
         self.dropped_steps = 0
+        self._dropped_logged = -math.inf
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -491,6 +493,13 @@ class DexterSim:
             self.dropped_steps += steps - max_steps
             self.physics.t += (steps - max_steps) * dt
             steps = max_steps
+            now = time.monotonic()
+            if now - self._dropped_logged > 5.0:
+                self._dropped_logged = now
+                log.warning(
+                    "simulator starved of CPU: %.0f ms of physics skipped so far",
+                    self.dropped_steps * dt * 1e3,
+                )
         self.physics.run(steps, dt)
 
     def step(self, seconds: float) -> None:

@@ -130,8 +130,13 @@ def test_the_follower_tracks_the_leader_and_its_contact_comes_back(two_sites):
         return bool(near_goal and gap < 0.005)
 
     until(tracked, 30, "the follower at the leader's new pose")
-    # the remote arm the leader's rviz draws is the follower as measured
-    assert np.allclose(q(remote_js), q(follower_js), atol=0.01)
+    # the remote arm the leader's rviz draws is the follower as measured (a moment later: the
+    # arms may still be settling, and the leader site sees the follower one crossing late)
+    until(
+        lambda: np.allclose(q(remote_js), q(follower_js), atol=0.01),
+        10,
+        "the leader site's view of the follower arm matching the follower",
+    )
 
     # a table 2 cm under the follower's tool; the operator pushes 5 cm further down
     here = kinematics.tool_position(q(follower_js))
@@ -152,9 +157,14 @@ def test_the_follower_tracks_the_leader_and_its_contact_comes_back(two_sites):
 
     until(felt, 30, "the follower's contact force rendered at the leader")
     time.sleep(1.0)
-    # the follower rests on the table (not through it), the leader's hand is held above its goal
-    qf = q(follower_js)
-    assert kinematics.tool_position(qf)[2] > table - 0.01
-    assert kinematics.tool_position(q(leader_js))[2] > push[2] + 0.005
+    # over the next second, the follower rests on the table (not through it) and the leader's
+    # hand is held above its goal (the median: one sample may catch the contact bouncing)
+    follower_z, leader_z = [], []
+    for _ in range(20):
+        follower_z.append(kinematics.tool_position(q(follower_js))[2])
+        leader_z.append(kinematics.tool_position(q(leader_js))[2])
+        time.sleep(0.05)
+    assert min(follower_z) > table - 0.01
+    assert np.median(leader_z) > push[2] + 0.005
     assert math.isfinite(latest(feedback, WrenchStamped).wrench.force.z)
     _alive(procs)

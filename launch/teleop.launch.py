@@ -48,6 +48,8 @@ def _arguments(share: str) -> list[DeclareLaunchArgument]:
         arg("driver_config", os.path.join(share, "config", "dexter_driver.yaml"),
             "driver parameter file"),
         arg("teleop", "true", "start the teleop node (false: transport only)"),
+        arg("teleop_config", os.path.join(share, "config", "teleop.yaml"),
+            "teleop node parameter file (rate, follower limits, force feedback)"),
         arg("loopback_only", "false", "fast path on 127.0.0.1 only (one-machine simulation)"),
         arg("stun_turn", "true", "ask the server for STUN/TURN"),
         arg("remote_offset", "0.8", "y offset (m) of the remote arm in rviz's world frame"),

@@ -142,7 +142,9 @@ def test_follower_site_plan_draws_the_leader_arm_and_servos_its_own():
     transport = plan["jitsi_teleop_transport"][0].parameters[0]
     assert transport["role"] == "follower" and transport["peer_prefix"] == "/leader"
     assert transport["secret_file"].endswith("/k") and not transport["secret_file"].startswith("~")
-    assert plan["teleop"][0].parameters[0] == {"role": "follower", "peer_prefix": "/leader"}
+    teleop = plan["teleop"][0].parameters
+    assert teleop[0] == str(ROOT / "config" / "teleop.yaml")  # then role and prefix win
+    assert teleop[1] == {"role": "follower", "peer_prefix": "/leader"}
     remote = plan["remote/robot_state_publisher"][0]
     assert remote.remappings == (("joint_states", "/leader/joint_states"),)
     assert remote.parameters[0]["frame_prefix"] == "remote/"
@@ -152,6 +154,7 @@ def test_follower_site_plan_draws_the_leader_arm_and_servos_its_own():
 
 
 def test_leader_site_plan_on_a_real_robot():
+    assert _plan("leader", teleop_config="/lab/t.yaml")["teleop"][0].parameters[0] == "/lab/t.yaml"
     plan = _plan("leader", robot_host="192.168.1.142", teleop="false", rviz="false")
     assert "dexter_sim" not in plan and "teleop" not in plan and "rviz2" not in plan
     assert plan["dexter_driver"][0].parameters[1]["mode"] == "follow_me"

@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -141,7 +142,13 @@ def sites() -> Iterator[TwoSites]:
         executor = SingleThreadedExecutor(context=context)
         executor.add_node(node)
         executors.append(executor)
-    spinners = [threading.Thread(target=e.spin, daemon=True) for e in executors]
+    stop = threading.Event()
+
+    def spin(executor: SingleThreadedExecutor) -> None:
+        while not stop.is_set():  # stopped before the executor is shut down: a clean exit
+            executor.spin_once(timeout_sec=0.05)
+
+    spinners = [threading.Thread(target=spin, args=(e,), daemon=True) for e in executors]
     for spinner in spinners:
         spinner.start()
     s = TwoSites(loop, leader_sim, follower_sim, leader, follower, probe)
@@ -149,10 +156,11 @@ def sites() -> Iterator[TwoSites]:
         assert s.wait_for(lambda: _state(follower) == "tracking"), "follower never tracked"
         yield s
     finally:
-        for executor in executors:
-            executor.shutdown()
+        stop.set()
         for spinner in spinners:
             spinner.join(5)
+        for executor in executors:
+            executor.shutdown()
         for node in (*drivers, leader, follower, probe):
             node.destroy_node()
         rclpy.shutdown(context=context)
@@ -262,3 +270,30 @@ def test_follower_holds_when_the_leader_goes_silent(sites: TwoSites) -> None:
     first = s.angles(s.follower_sim)
     time.sleep(0.5)
     np.testing.assert_allclose(s.angles(s.follower_sim), first, atol=0.002)
+
+
+@pytest.mark.parametrize("role", ["leader", "follower"])
+def test_the_shipped_parameter_file_sets_declared_parameters_only(role: str) -> None:
+    """ROS ignores a parameter file's unknown names silently: a misspelt key in
+    config/teleop.yaml (what teleop.launch.py passes) would leave a limit at its default."""
+    import yaml
+
+    path = Path(__file__).resolve().parents[1] / "config" / "teleop.yaml"
+    values = yaml.safe_load(path.read_text())["teleop"]["ros__parameters"]
+    context = rclpy.context.Context()
+    rclpy.init(context=context)
+    try:
+        overrides = [Parameter(k, value=v) for k, v in values.items()]
+        node = TeleopNode(
+            context=context, parameter_overrides=[*overrides, Parameter("role", value=role)]
+        )
+        try:
+            undeclared = [k for k in values if not node.has_parameter(k)]
+            assert not undeclared, f"{path.name} sets undeclared parameters {undeclared}"
+            for k, v in values.items():
+                assert node.get_parameter(k).value == v, k
+            assert node.params.rate_hz == 100.0  # the driver's rate, not more
+        finally:
+            node.destroy_node()
+    finally:
+        rclpy.shutdown(context=context)

@@ -57,6 +57,7 @@ class SiteArgs:
     peer_prefix: str = ""
     driver_config: str = ""
     teleop: str = "true"
+    teleop_config: str = ""
     loopback_only: str = "false"
     stun_turn: str = "true"
     remote_offset: str = "0.8"
@@ -117,7 +118,12 @@ def site_processes(a: SiteArgs) -> list[ProcessSpec]:
     if flag(a.teleop):
         out.append(
             ProcessSpec(
-                "teleop", executable="teleop", parameters=({"role": a.role, "peer_prefix": prefix},)
+                "teleop",
+                executable="teleop",
+                parameters=(
+                    a.teleop_config or str(share / "config" / "teleop.yaml"),
+                    {"role": a.role, "peer_prefix": prefix},
+                ),
             )
         )
     # the local arm, and the remote arm drawn from the peer's joint states under remote/

@@ -243,11 +243,9 @@ def run_ros_demo(opts: DemoOptions) -> dict[str, Any]:
 
 
 def _plan(args: SiteArgs, control_hz: float) -> list[ProcessSpec]:
-    """The launch file's processes, with the teleop nodes at the demo's control rate (the
-    default mode's, and the drivers' poll rate) instead of their 250 Hz default: each follower
-    command is a robot request, and with 250 Hz of them the drivers' joint states came at
-    10-62 Hz (one run with seven robot timeouts) against 56-104 Hz at 100 Hz, in alternating
-    20 s runs on two cores shared with another benchmark."""
+    """The launch file's processes, with the teleop nodes at the demo's control rate (the same
+    as the core mode's, so the two reports compare), and a longer robot request timeout for
+    drivers sharing busy cores with everything else."""
     out = []
     for spec in site_processes(args):
         if spec.name == "teleop":

@@ -161,7 +161,8 @@ class TeleopNode(Node):
         params = TeleopParams(
             role=role,
             peer_prefix=str(peer.value),
-            rate_hz=float(d("rate_hz", 250.0, _desc("control rate (Hz)")).value),
+            # each follower command is a robot request: faster than the driver only loads it
+            rate_hz=float(d("rate_hz", 100.0, _desc("control rate (Hz), the driver's")).value),
             joint_names=tuple(names),
             timeout_s=float(
                 d("command_timeout", 0.15, _desc("s without a fresh leader state: hold")).value

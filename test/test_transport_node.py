@@ -334,6 +334,11 @@ def test_bad_settings_exit_with_a_clear_message(prosody, tmp_path):
     q = start_transport("leader", d, prosody, "nokey", "", log_dir=tmp_path)
     assert q.proc.wait(30) == 2
     assert "no pairing secret" in q.log()
+    r = start_transport(
+        "leader", d, prosody, "relay", key, params=["impairment_relay:=70000"], log_dir=tmp_path
+    )
+    assert r.proc.wait(30) == 2
+    assert "impairment_relay must be a port number" in r.log()
 
 
 def test_a_restarted_room_server_does_not_stop_the_stream(fresh_prosody, tmp_path):

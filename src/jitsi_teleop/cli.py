@@ -178,8 +178,7 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="run each site as the ROS 2 nodes teleop.launch.py starts (simulator, driver, "
         "transport, teleop; two ROS domains) instead of the in-process core; same script and "
-        "report. Not with --delay/--jitter/--loss (the transport node's data channel cannot be "
-        "routed through the demo's relay: it has no advertise parameter) or --room",
+        "report; --delay/--jitter/--loss act on the transports' fast path. Not with --room",
     )
     p.add_argument("-v", "--verbose", action="store_true", help="log details to stderr")
     p.set_defaults(run=_run_demo)

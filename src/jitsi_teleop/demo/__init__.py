@@ -4,8 +4,8 @@ a report (plots, CSV, summary.json).
 
 Modules, one concern each: :mod:`.scenario` (the hand script, phases, obstacle), :mod:`.messages`
 (the ROS payloads and stream descriptors), :mod:`.roles` (what each site does per tick),
-:mod:`.site` (one site's process), :mod:`.ipc` (parent ↔ site lines), :mod:`.relay_faces`
-(the impairment relay across processes), :mod:`.status` (live status), :mod:`.report`
+:mod:`.site` (one site's process; the impairment relay's faces come from
+:mod:`jitsi_teleop.relay_faces`), :mod:`.status` (live status), :mod:`.report`
 (figures, plots, summary) and :mod:`.run` (options and orchestration). ``--ros``: the same
 script and report through the real ROS 2 nodes of each site, :mod:`.ros_run` (orchestration)
 and :mod:`.ros_sites` (the parent's rclpy contexts and the simulators' control ports).

@@ -37,7 +37,10 @@ import numpy as np
 
 from dexter_driver import kinematics
 from jitsi_teleop.local_prosody import ProsodyServer, free_port
+from jitsi_teleop.loop_thread import LoopThread
 from jitsi_teleop.pairing import generate_key_file
+from jitsi_teleop.relay import Impairment, UdpRelay
+from jitsi_teleop.relay_faces import FaceServer
 from jitsi_teleop.site_plan import ProcessSpec, SiteArgs, site_processes
 from jitsi_teleop.site_runner import SiteProcess, start_site
 
@@ -51,6 +54,7 @@ from .run import (
     DemoError,
     DemoOptions,
     _cpu_s,
+    _impairment_text,
     _proc_cpu_s,
 )
 from .scenario import Scenario, build_scenario
@@ -153,11 +157,14 @@ def run_ros_demo(opts: DemoOptions) -> dict[str, Any]:
     procs: list[SiteProcess] = []
     sites: list[RosSite] = []
     ports: list[ControlPort] = []
+    relay: _Relay | None = None
     try:
         try:
             srv.start()
         except Exception as exc:
             raise DemoError(f"the local Prosody did not start: {exc}") from None
+        if opts.impaired:
+            relay = _Relay.start(opts)
         room = f"demo-{secrets.token_hex(3)}"
         key = tmp / "pairing.key"
         generate_key_file(key)
@@ -179,13 +186,16 @@ def run_ros_demo(opts: DemoOptions) -> dict[str, Any]:
                 stun_turn="false",
                 rviz="false",
             )
-            started, missing = start_site(role, _plan(args, opts.control_hz), domain, logs)
+            plan = _plan(args, opts.control_hz, relay.faces.port if relay else 0)
+            started, missing = start_site(role, plan, domain, logs)
             procs += started
             skipped += [f"{role}:{name}" for name in missing]
         print(
             f"jitsi-teleop demo --ros: room {room!r} on a private Prosody (loopback); "
             f"{len(procs)} ROS processes in domains {domains[0]} (leader) and {domains[1]} "
-            f"(follower); {opts.duration_s:g} s",
+            f"(follower); "
+            f"{'relay ' + _impairment_text(opts) if relay else 'direct data channel'}; "
+            f"{opts.duration_s:g} s",
             flush=True,
         )
         if skipped:
@@ -229,6 +239,8 @@ def run_ros_demo(opts: DemoOptions) -> dict[str, Any]:
             p.stop()
         exits = {p.name: p.proc.returncode for p in procs}
         ros = {"domains": {"leader": domains[0], "follower": domains[1]}, "exit_codes": exits}
+        if relay is not None:
+            cpu["relay"] = asdict(relay.relay.stats)
         summary = _report(out, scenario, clock, rec, diag, opts, cpu, ros, skipped, logs)
     finally:
         for c in ports:
@@ -237,21 +249,56 @@ def run_ros_demo(opts: DemoOptions) -> dict[str, Any]:
             s.close()
         for p in reversed(procs):
             p.stop()
+        if relay is not None:
+            relay.close()
         srv.cleanup()
         shutil.rmtree(tmp, ignore_errors=True)
     return summary
 
 
-def _plan(args: SiteArgs, control_hz: float) -> list[ProcessSpec]:
+@dataclass
+class _Relay:
+    """The impairment relay and its face server, in an asyncio thread of the parent: the two
+    transport nodes' fast path goes through it (their ``impairment_relay`` parameter)."""
+
+    loop: LoopThread
+    relay: UdpRelay
+    faces: FaceServer
+
+    @classmethod
+    def start(cls, opts: DemoOptions) -> _Relay:
+        loop = LoopThread("demo-relay")
+        imp = Impairment(opts.delay_ms / 1e3, opts.jitter_ms / 1e3, opts.loss_pct / 100)
+        relay = UdpRelay(imp, seed=opts.seed)
+        faces = FaceServer(relay)
+        try:
+            loop.run(relay.start())
+            loop.run(faces.start())
+        except Exception as exc:
+            loop.stop()
+            raise DemoError(f"the impairment relay did not start: {exc}") from None
+        return cls(loop, relay, faces)
+
+    def close(self) -> None:
+        self.loop.call_soon(self.faces.close)
+        self.loop.call_soon(self.relay.close)
+        self.loop.stop()
+
+
+def _plan(args: SiteArgs, control_hz: float, relay_port: int = 0) -> list[ProcessSpec]:
     """The launch file's processes, with the teleop nodes at the demo's control rate (the same
-    as the core mode's, so the two reports compare), and a longer robot request timeout for
-    drivers sharing busy cores with everything else."""
+    as the core mode's, so the two reports compare), a longer robot request timeout for
+    drivers sharing busy cores with everything else, and the transports' fast path through
+    the impairment relay when there is one."""
+    extra = {
+        "teleop": {"rate_hz": control_hz},
+        "dexter_driver": {"request_timeout": 3.0},
+        "jitsi_teleop_transport": {"impairment_relay": relay_port} if relay_port else None,
+    }
     out = []
     for spec in site_processes(args):
-        if spec.name == "teleop":
-            spec = replace(spec, parameters=(*spec.parameters, {"rate_hz": control_hz}))
-        elif spec.name == "dexter_driver":  # the default mode's robot timeout (busy cores)
-            spec = replace(spec, parameters=(*spec.parameters, {"request_timeout": 3.0}))
+        if extra.get(spec.name):
+            spec = replace(spec, parameters=(*spec.parameters, extra[spec.name]))
         out.append(spec)
     return out
 
@@ -645,7 +692,6 @@ def _report(
         "histogram_label": "one-way latency (ms, header stamp → arrival through both "
         "transports and DDS)",
     }
-    contact = _contact_phase(out, scenario)
     contact = _contact_phase(out, scenario)
     names = sorted({s.split(":", 1)[1] for s in skipped})
     reconnects = {r: _count(logs / f"{r}-dexter_driver.log", "reconnecting") for r in sites}

@@ -22,10 +22,10 @@ from typing import Any
 from jitsi_teleop.local_prosody import PROSODY, ProsodyServer, prosody_available
 from jitsi_teleop.pairing import Secret
 from jitsi_teleop.relay import Impairment, UdpRelay
+from jitsi_teleop.relay_faces import FaceServer
 
 from ..ipc import ChildProcess, SiteFailed
 from . import messages
-from .relay_faces import FaceServer
 from .report import build_report, format_summary
 from .scenario import MIN_DURATION_S, build_scenario
 from .site import SiteConfig
@@ -86,11 +86,6 @@ class DemoOptions:
             raise DemoError("--jitter must not exceed --delay (no negative delays)")
         if not 0 < self.send_hz <= self.control_hz:
             raise DemoError("need 0 < send rate <= control rate")
-        if self.ros and self.impaired:
-            raise DemoError(
-                "--delay/--jitter/--loss are not available with --ros: the transport node "
-                "cannot route its data channel through the demo's relay (no advertise parameter)"
-            )
         if self.ros and self.room_url is not None:
             raise DemoError("--room is not available with --ros (a private Prosody only)")
         if self.room_url is None and not prosody_available():

@@ -26,13 +26,13 @@ from dexter_driver.client import ClientConfig, DexterClient
 from dexter_driver.sim import DexterSim, SimConfig
 from jitsi_teleop.links.p2p import P2PConfig
 from jitsi_teleop.pairing import Secret
+from jitsi_teleop.relay_faces import ipv4_loopback, remote_advertise
 from jitsi_teleop.room.config import RoomConfig
 from jitsi_teleop.room.room import Room
 from jitsi_teleop.session import PATH_P2P, Session, SessionConfig
 
 from ..ipc import ParentLink
 from . import messages as m
-from .relay_faces import remote_advertise
 from .roles import FollowerRole, LeaderRole
 from .scenario import build_scenario
 
@@ -65,16 +65,11 @@ class SiteConfig:
     p2p_wait_s: float = 30.0
 
 
-def _ipv4_loopback(address: str) -> bool:
-    """Only 127.0.0.1: no traffic leaves the host, and every candidate can go via the relay."""
-    return address == "127.0.0.1"
-
-
 def _session_config(cfg: SiteConfig) -> SessionConfig:
     advertise = None
     if cfg.relay_port is not None:
         advertise = remote_advertise(cfg.relay_port, cfg.relay_side)
-    p2p = P2PConfig(candidate_filter=_ipv4_loopback, advertise=advertise)
+    p2p = P2PConfig(candidate_filter=ipv4_loopback, advertise=advertise)
     return SessionConfig(p2p=p2p, discover_ice_servers=False)
 
 

@@ -12,7 +12,8 @@ Parameters (all read-only): ``role``, ``config`` (topic YAML; default the packag
 (``room``: meeting URL; or ``domain``, ``room_name``, ``websocket_url`` / ``tcp``, ``muc_domain``,
 ``focus``), ``password``, ``insecure``, ``secret_file`` (else ``$JITSI_TELEOP_KEY_FILE`` or
 ``$JITSI_TELEOP_PASSPHRASE``: never the secret itself as a parameter), ``loopback_only``
-(ICE on 127.0.0.1 only: tests and the one-machine simulation), ``stun_turn`` (ask the server
+(ICE on 127.0.0.1 only: tests and the one-machine simulation), ``impairment_relay`` (the
+fast path through the demo's delay/loss relay on this host), ``stun_turn`` (ask the server
 for STUN/TURN), ``robot``, ``diagnostics_period``.
 
 Out: the peer's topics under ``peer_prefix``, and ``/diagnostics`` (path in use, peer, round
@@ -54,6 +55,7 @@ from jitsi_teleop.bridge.topics import (
 )
 from jitsi_teleop.links.p2p import P2PConfig, loopback_only
 from jitsi_teleop.loop_thread import LoopThread
+from jitsi_teleop.relay_faces import ipv4_loopback, remote_advertise
 from jitsi_teleop.ros.common import spin_node
 from jitsi_teleop.session import PATH_P2P, ReceiveInfo, SessionConfig
 
@@ -138,7 +140,7 @@ class TransportNode(Node):
             secret = load_site_secret(p["secret_file"], room_hint)
         except SiteError as e:
             raise TransportError(str(e)) from None
-        p2p = P2PConfig(candidate_filter=loopback_only if p["loopback_only"] else None)
+        p2p = self._p2p_config(p["loopback_only"], p["impairment_relay"])
         session_config = SessionConfig(p2p=p2p, discover_ice_servers=p["stun_turn"])
         self._loop = LoopThread("transport-asyncio")
         try:
@@ -182,6 +184,11 @@ class TransportNode(Node):
             "insecure": (False, "do not verify TLS certificates (test servers only)"),
             "secret_file": ("", "pairing key file (jitsi-teleop keygen FILE)"),
             "loopback_only": (False, "ICE candidates on 127.0.0.1 only (one-machine tests)"),
+            "impairment_relay": (
+                0,
+                "port of an impairment relay's face server on 127.0.0.1 (jitsi-teleop demo "
+                "--ros --delay ...): the fast path goes through the relay; 0 = off",
+            ),
             "stun_turn": (True, "ask the server for STUN/TURN (XEP-0215)"),
             "robot": ("dexter", "robot name announced in presence"),
             "diagnostics_period": (1.0, "s between /diagnostics messages"),
@@ -191,6 +198,17 @@ class TransportNode(Node):
             desc = ParameterDescriptor(description=text, read_only=True)
             out[name] = self.declare_parameter(name, default, desc).value
         return out
+
+    def _p2p_config(self, loopback: bool, relay_port: int) -> P2PConfig:
+        if not relay_port:
+            return P2PConfig(candidate_filter=loopback_only if loopback else None)
+        if not 0 < relay_port < 65536:
+            raise TransportError(f"impairment_relay must be a port number, not {relay_port}")
+        # the relay stands between the two sites on this host: the leader is its side a
+        side = "a" if self.role == "leader" else "b"
+        return P2PConfig(
+            candidate_filter=ipv4_loopback, advertise=remote_advertise(relay_port, side)
+        )
 
     def _type_hash(self, topic: str, publisher: bool) -> str:
         """The type hash of our own endpoint on ``topic`` (what ``ros2 topic info -v`` shows)."""

@@ -1,5 +1,6 @@
 """The impairment relay across processes: sites ask the parent which relay face stands for
-each of their sockets.
+each of their sockets (the demo's site processes, and transport nodes given
+``impairment_relay``).
 
 :class:`~jitsi_teleop.relay.UdpRelay` lives in the parent, but a site's ICE agent rewrites its
 candidates (``P2PConfig.advertise``) synchronously while gathering, inside the site process.
@@ -17,7 +18,13 @@ from collections.abc import Callable
 
 from jitsi_teleop.relay import HOST, UdpRelay
 
-__all__ = ["FaceServer", "remote_advertise"]
+__all__ = ["FaceServer", "ipv4_loopback", "remote_advertise"]
+
+
+def ipv4_loopback(address: str) -> bool:
+    """ICE candidate filter for a relayed run: 127.0.0.1 only, so no traffic leaves the host
+    and every candidate has a relay face (the relay listens on IPv4 loopback)."""
+    return address == HOST
 
 
 class FaceServer:

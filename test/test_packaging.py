@@ -152,3 +152,27 @@ def test_sources_compile_on_other_supported_pythons(version: str) -> None:
 
 def _runs(exe: str) -> bool:
     return subprocess.run([exe, "-c", "pass"], capture_output=True).returncode == 0
+
+
+def test_teleop_launch_declares_every_site_argument_and_the_readme_lists_them() -> None:
+    """teleop.launch.py reads each SiteArgs field as a launch configuration at launch time, so a
+    field without a declared argument breaks a real ``ros2 launch`` (launch is not here)."""
+    import ast
+    import dataclasses
+
+    from jitsi_teleop.site_plan import SiteArgs
+
+    tree = ast.parse((ROOT / "launch" / "teleop.launch.py").read_text())
+    declared = {
+        call.args[0].value
+        for call in ast.walk(tree)
+        if isinstance(call, ast.Call)
+        and getattr(call.func, "id", "") in ("arg", "DeclareLaunchArgument")
+        and call.args
+        and isinstance(call.args[0], ast.Constant)
+    }
+    fields = {f.name for f in dataclasses.fields(SiteArgs)} - {"share", "extra"}
+    assert fields == declared, (fields - declared, declared - fields)
+    readme = (ROOT / "README.md").read_text()
+    table = readme[readme.index("| argument | default | meaning |") :].split("\n\n", 1)[0]
+    assert not [name for name in fields if f"`{name}`" not in table]

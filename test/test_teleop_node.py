@@ -187,6 +187,15 @@ def test_follower_tracks_the_leader_moved_by_hand(sites: TwoSites) -> None:
         lambda: np.allclose(s.angles(s.follower_sim), s.angles(s.leader_sim), atol=0.01)
     )
     assert s.wait_for(lambda: _state(s.follower) == "tracking")
+    for node in (s.leader, s.follower):  # each reports its own control loop's timing
+
+        def timing(node: TeleopNode = node) -> dict[str, str]:
+            return {kv.key: kv.value for kv in node.diagnostic_status().values}
+
+        assert s.wait_for(lambda: timing()["loop_hz"] != "n/a")  # after half a window
+        values = timing()
+        assert float(values["loop_hz"]) > 0 and float(values["loop_max_gap_ms"]) > 0
+        assert int(values["late_ticks"]) >= 0
     # in free space, once the follower has caught up, (almost) nothing is rendered: the
     # deadband hides the servo's residual error; under 0.1 N·m on every joint
     assert s.wait_for(lambda: np.abs(np.asarray(s.leader_sim.physics.force_units)).max() < 100)

@@ -21,6 +21,7 @@ Both: services ``~/estop`` and ``~/reset`` (std_srvs/Trigger); ``/diagnostics``.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -41,6 +42,7 @@ from jitsi_teleop.teleop.loop import FollowerControl, FollowerFeedback, LeaderCo
 from jitsi_teleop.teleop.mapping import ArmMapping
 from jitsi_teleop.teleop.passivity import PassivityConfig
 from jitsi_teleop.teleop.safety import SafetyConfig, SafetyState
+from jitsi_teleop.teleop.timing import LoopTiming
 
 ROLES = ("leader", "follower")
 #: An e-stop must arrive even if sent before the subscriber was up, and never be dropped.
@@ -97,6 +99,7 @@ class TeleopNode(Node):
         self._damping = 0.0
         self._leader_estopped = ""
         self._counters = {"leader_states": 0, "feedback": 0, "bad_input": 0}
+        self._timing = LoopTiming(1.0 / p.rate_hz)  # is the loop itself on time?
         self.create_subscription(JointState, "joint_states", self._on_joint_states, 10)
         self.create_subscription(Float64, f"{peer}/teleop/energy", self._on_energy, 10)
         self.create_subscription(Bool, "teleop/estop", self._on_estop_topic, ESTOP_QOS)
@@ -297,6 +300,7 @@ class TeleopNode(Node):
 
     # -- control ---------------------------------------------------------------------------
     def _tick(self) -> None:
+        self._timing.tick(time.monotonic())
         if self._q is None:
             return
         now = self._now()
@@ -364,8 +368,22 @@ class TeleopNode(Node):
             else:
                 st.level = DiagnosticStatus.OK
                 st.message = "passivity controller active" if active else "rendering feedback"
+        self._loop_health(st, values)
         st.values = [KeyValue(key=k, value=v) for k, v in values.items()]
         return st
+
+    def _loop_health(self, st: DiagnosticStatus, values: dict[str, str]) -> None:
+        """The control loop's own timing; a starved loop is a WARN even when all is well else
+        (late ticks act like extra delay in the force loop)."""
+        now, t = time.monotonic(), self._timing
+        rate, gap = t.rate_hz(now), t.max_gap_s(now)
+        values["loop_hz"] = "n/a" if rate is None else f"{rate:.0f}"
+        values["loop_max_gap_ms"] = "n/a" if gap is None else f"{gap * 1e3:.1f}"
+        values["late_ticks"] = str(t.late_ticks)
+        if t.slow(now) and st.level == DiagnosticStatus.OK:
+            seen = "not running" if not rate else f"at {rate:.0f} Hz"
+            st.level = DiagnosticStatus.WARN
+            st.message = f"control loop {seen} of {self.params.rate_hz:g} Hz (CPU starved?)"
 
     def _publish_diagnostics(self) -> None:
         publish_diagnostics(self, self._pub_diag, self.diagnostic_status())

@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -264,3 +265,47 @@ def test_dead_robot_socket_is_reported_and_the_driver_reconnects(position_site: 
         _send(pub, target)
         time.sleep(0.02)
     np.testing.assert_allclose(site.latest_q(), target, atol=0.01)
+
+
+def _shipped_parameters() -> dict[str, object]:
+    import yaml
+
+    path = Path(__file__).resolve().parents[1] / "config" / "dexter_driver.yaml"
+    values = yaml.safe_load(path.read_text())["dexter_driver"]["ros__parameters"]
+    return {k: v for k, v in values.items() if k not in ("host", "port", "mode", "rate_hz")}
+
+
+@pytest.fixture
+def shipped_site() -> Iterator[Site]:
+    """The driver with config/dexter_driver.yaml, what the launch files pass."""
+    yield from _make_site("position", **_shipped_parameters())
+
+
+def test_the_shipped_parameter_file_models_the_simulator_servo(shipped_site: Site) -> None:
+    """ROS ignores unknown names in a parameter file, and the effort estimate is only as good as
+    its servo model: with a stiffness 25 % off the simulator's, a freely moving arm read as a
+    velocity-proportional phantom force (and contact forces came out wrong)."""
+    driver = shipped_site.driver
+    values = _shipped_parameters()
+    assert [k for k in values if not driver.has_parameter(k)] == []
+    sim = SimConfig()
+    critical = [2.0 * math.sqrt(k * i) for k, i in zip(sim.stiffness, sim.inertia)]
+    assert list(driver.params.joint_stiffness) == list(sim.stiffness)
+    assert np.allclose(driver.params.joint_damping, critical, atol=0.05)
+    # a free move at the P speed cap: while it slews, the effort reads (almost) no torque and
+    # does not jitter (the estimate's velocity comes from the robot's clock and angles)
+    pub = _command_publisher(shipped_site)
+    start = shipped_site.latest_q()
+    goal = start + np.array([0.8, 0.0, 0.0, 0.0, 0.0])
+    mark = len(shipped_site.joint_states)
+
+    def arrived() -> bool:
+        _send(pub, goal)
+        return bool(np.allclose(shipped_site.latest_q(), goal, atol=0.01))
+
+    assert shipped_site.wait_for(arrived, 5.0)
+    cruise = 0.9 * sim.p_max_speed
+    slewing = [m.effort[0] for m in shipped_site.joint_states[mark:] if m.velocity[0] > cruise]
+    assert len(slewing) > 10
+    p10, p50, p90 = np.percentile(slewing, [10, 50, 90])
+    assert abs(p50) < 1.0 and p90 - p10 < 0.5, (p10, p50, p90)  # N·m, J1

@@ -661,10 +661,14 @@ class DexterSim:
 
     def _status(self, req: ParsedRequest, base_error: int) -> DexterStatus:
         p = self.physics
+        # the robot's clock at the moment the reported angles hold: physics stops up to a
+        # substep (or a skipped catch-up) short of now, and a client differentiating angles
+        # over its ~10 ms poll would read that as 10 % velocity noise
+        lag_s = max(0.0, self.sim_now() - p.t) / self.config.rate if self.config.rate else 0.0
         return DexterStatus(
             job=req.job,
             instruction_id=req.instruction_id,
-            clock_s=time.time(),
+            clock_s=time.time() - lag_s,
             oplet=req.oplet or _OPLET_EMPTY_ECHO,
             error=ErrorCode.make(base_error),
             joints=p.joint_status(),

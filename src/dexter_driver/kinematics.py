@@ -179,10 +179,7 @@ def joint_axes(q: ArrayLike, links: LinkLengths = HDI) -> tuple[FloatArray, Floa
 
     The axis signs make a positive joint rate a positive rotation about the axis (right hand).
     """
-    return _axes(_frames(q, links))
-
-
-def _axes(fr: dict[str, FloatArray]) -> tuple[FloatArray, FloatArray]:
+    fr = _frames(q, links)
     n = fr["n"]
     axes = np.stack([-_Z, n, n, n, -fr["u4"]])
     points = np.stack([np.zeros(3), fr["shoulder"], fr["elbow"], fr["wrist_pitch"], fr["wrist"]])

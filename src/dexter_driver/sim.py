@@ -284,17 +284,19 @@ class DexterPhysics:
             tau[3:5] += grip
         if wall is not None:
             n = np.asarray(wall.normal)
-            pen = wall.offset - float(n @ tip)
+            pen = self._wall_penetration(tip)
             if pen > 0.0:
                 vn = float(n @ (jac[:3] @ self.qd))
                 w[:3] += n * max(0.0, wall.stiffness * pen - wall.damping * vn)
         return tau + jac.T @ w
 
-    def _wall_penetration(self) -> float:
-        """How far (m) the tool tip is inside the wall; <= 0 when free or no wall."""
+    def _wall_penetration(self, tip: np.ndarray | None = None) -> float:
+        """How far (m) the tool tip (at ``q``, or ``tip`` when known) is inside the wall;
+        <= 0 when free or no wall."""
         if self.wall is None:
             return 0.0
-        tip = kinematics.tool_position(self.q, self.config.links)
+        if tip is None:
+            tip = kinematics.tool_position(self.q, self.config.links)
         return self.wall.offset - float(np.asarray(self.wall.normal) @ tip)
 
     def at_rest(self) -> bool:

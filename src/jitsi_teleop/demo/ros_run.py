@@ -39,7 +39,7 @@ from dexter_driver import kinematics
 from jitsi_teleop.local_prosody import ProsodyServer, free_port
 from jitsi_teleop.loop_thread import LoopThread
 from jitsi_teleop.pairing import generate_key_file
-from jitsi_teleop.relay import Impairment, UdpRelay
+from jitsi_teleop.relay import UdpRelay
 from jitsi_teleop.relay_faces import FaceServer
 from jitsi_teleop.site_plan import ProcessSpec, SiteArgs, site_processes
 from jitsi_teleop.site_runner import SiteProcess, start_site
@@ -54,8 +54,9 @@ from .run import (
     DemoError,
     DemoOptions,
     _cpu_s,
-    _impairment_text,
+    _data_path_text,
     _proc_cpu_s,
+    start_relay,
 )
 from .scenario import Scenario, build_scenario
 from .status import LiveStatus, StatusSnapshot
@@ -193,9 +194,7 @@ def run_ros_demo(opts: DemoOptions) -> dict[str, Any]:
         print(
             f"jitsi-teleop demo --ros: room {room!r} on a private Prosody (loopback); "
             f"{len(procs)} ROS processes in domains {domains[0]} (leader) and {domains[1]} "
-            f"(follower); "
-            f"{'relay ' + _impairment_text(opts) if relay else 'direct data channel'}; "
-            f"{opts.duration_s:g} s",
+            f"(follower); {_data_path_text(opts)}; {opts.duration_s:g} s",
             flush=True,
         )
         if skipped:
@@ -268,12 +267,8 @@ class _Relay:
     @classmethod
     def start(cls, opts: DemoOptions) -> _Relay:
         loop = LoopThread("demo-relay")
-        imp = Impairment(opts.delay_ms / 1e3, opts.jitter_ms / 1e3, opts.loss_pct / 100)
-        relay = UdpRelay(imp, seed=opts.seed)
-        faces = FaceServer(relay)
         try:
-            loop.run(relay.start())
-            loop.run(faces.start())
+            relay, faces = loop.run(start_relay(opts))
         except Exception as exc:
             loop.stop()
             raise DemoError(f"the impairment relay did not start: {exc}") from None

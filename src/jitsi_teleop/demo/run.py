@@ -169,16 +169,12 @@ async def _run(opts: DemoOptions) -> dict[str, Any]:
                 raise DemoError(f"the local Prosody did not start: {exc}") from None
         room = await _room_settings(opts, srv)
         if opts.impaired:
-            imp = Impairment(opts.delay_ms / 1e3, opts.jitter_ms / 1e3, opts.loss_pct / 100)
-            relay = UdpRelay(imp, seed=opts.seed)
-            await relay.start()
-            faces = FaceServer(relay)
-            await faces.start()
+            relay, faces = await start_relay(opts)
         secret = Secret(secrets.token_bytes(32))
         print(
             f"jitsi-teleop demo: room {room['room']!r} on "
             f"{'a private Prosody (loopback)' if srv else opts.room_url}; "
-            f"{'relay ' + _impairment_text(opts) if relay else 'direct data channel'}; "
+            f"{_data_path_text(opts)}; "
             f"{opts.duration_s:g} s",
             flush=True,
         )
@@ -224,8 +220,25 @@ async def _run(opts: DemoOptions) -> dict[str, Any]:
     return summary
 
 
-def _impairment_text(opts: DemoOptions) -> str:
-    return f"{opts.delay_ms:g} ± {opts.jitter_ms:g} ms, {opts.loss_pct:g} % loss each way"
+async def start_relay(opts: DemoOptions) -> tuple[UdpRelay, FaceServer]:
+    """The impairment relay the options ask for, and the face server through which the sites'
+    processes (demo sites or transport nodes) find its faces."""
+    imp = Impairment(opts.delay_ms / 1e3, opts.jitter_ms / 1e3, opts.loss_pct / 100)
+    relay = UdpRelay(imp, seed=opts.seed)
+    await relay.start()
+    faces = FaceServer(relay)
+    try:
+        await faces.start()
+    except BaseException:
+        relay.close()
+        raise
+    return relay, faces
+
+
+def _data_path_text(opts: DemoOptions) -> str:
+    if not opts.impaired:
+        return "direct data channel"
+    return f"relay {opts.delay_ms:g} ± {opts.jitter_ms:g} ms, {opts.loss_pct:g} % loss each way"
 
 
 async def _drive(opts: DemoOptions, children: list[ChildProcess]) -> dict[str, dict[str, Any]]:

@@ -159,6 +159,9 @@ class TransportNode(Node):
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._closing = False
         self._runner = self._loop.submit(self._run(p["diagnostics_period"]))
+        # every topic's messages cross to the asyncio thread through one batching hand-off
+        send = self.bridge.send
+        self._handoff = self._loop.handoff(lambda item: send(*item))
         # subscriptions last: nothing is handed to the bridge before it exists
         for i, o in enumerate(outgoing):
             self._subscribe(i, o)
@@ -252,11 +255,10 @@ class TransportNode(Node):
     def _subscribe(self, index: int, o: Outgoing) -> None:
         spec, cls = self._sub_specs[index]
         qos = _SUB_RELIABLE if spec.delivery == "reliable" else _SUB_LATEST
-        call_soon = self._loop.loop.call_soon_threadsafe
-        send = self.bridge.send
+        put = self._handoff.put
 
         def on_message(data: bytes) -> None:
-            call_soon(send, index, data, perf_counter_ns())
+            put((index, data, perf_counter_ns()))
 
         self.create_subscription(cls, spec.topic, on_message, qos, raw=True)
 

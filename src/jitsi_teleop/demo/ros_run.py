@@ -26,6 +26,7 @@ import math
 import os
 import secrets
 import shutil
+import signal
 import tempfile
 import time
 from collections.abc import Callable
@@ -231,6 +232,7 @@ def run_ros_demo(opts: DemoOptions) -> dict[str, Any]:
             "leader": dict(leader.diagnostics.latest),
             "follower": dict(follower.diagnostics.latest),
         }
+        counts = _final_counts(procs, leader, follower)
         for s in sites:
             s.close()
         sites.clear()
@@ -240,7 +242,7 @@ def run_ros_demo(opts: DemoOptions) -> dict[str, Any]:
         ros = {"domains": {"leader": domains[0], "follower": domains[1]}, "exit_codes": exits}
         if relay is not None:
             cpu["relay"] = asdict(relay.relay.stats)
-        summary = _report(out, scenario, clock, rec, diag, opts, cpu, ros, skipped, logs)
+        summary = _report(out, scenario, clock, rec, diag, counts, opts, cpu, ros, skipped, logs)
     finally:
         for c in ports:
             c.close()
@@ -433,6 +435,35 @@ def _snapshot(
     return snap
 
 
+FINAL_WAIT_S = 6.0  #: how long the transports get to report their counters after the cut
+
+
+def _final_counts(
+    procs: list[SiteProcess], leader: RosSite, follower: RosSite
+) -> dict[str, dict[str, dict[str, str]]]:
+    """The transports' counters at a clean cut, so that every message is accounted for: the
+    publishers (drivers, teleop nodes) stop first, what is in flight lands, then
+    each transport's next two /diagnostics (1 s apart) carry final, equal counters. Reading
+    them while data still flows set one end's counters up to a second apart from the other's
+    (hundreds of messages "missing" at 7 topics x 100 Hz)."""
+    sources = [p for p in procs if p.name.split(":")[-1] in ("dexter_driver", "teleop")]
+    for p in sources:  # all at once (SIGINT), then wait for each
+        if p.alive:
+            p.proc.send_signal(signal.SIGINT)
+    for p in sources:
+        p.stop()
+    deadline = time.monotonic() + FINAL_WAIT_S
+    seen = {s: s.diagnostics.messages for s in (leader, follower)}
+    while time.monotonic() < deadline:
+        if all(s.diagnostics.messages >= n + 2 for s, n in seen.items()):
+            break
+        time.sleep(0.1)
+    return {
+        "leader": dict(leader.diagnostics.latest),
+        "follower": dict(follower.diagnostics.latest),
+    }
+
+
 def _cpu_figures(
     procs: list[SiteProcess],
     cpu_go: dict[str, float | None],
@@ -470,6 +501,8 @@ def _site_counts(diag: dict[str, dict[str, str]], path_key: str = "path") -> dic
     """What a site's final transport diagnostics say: path, sent, received per topic."""
     sent = 0
     streams: dict[str, dict[str, int]] = {}
+    out: dict[str, dict[str, int]] = {}  #: per sent topic (by its name at the peer's end)
+    by_remote: dict[str, dict[str, int]] = {}  #: received topics, the same way
 
     def num(d: dict[str, str], key: str) -> int:
         try:
@@ -480,6 +513,10 @@ def _site_counts(diag: dict[str, dict[str, str]], path_key: str = "path") -> dic
     for name, d in diag.items():
         if name.startswith("out "):
             sent += num(d, "sent")
+            keys = ("taken", "sent", "coalesced", "not_sent", "link_busy", "errors")
+            counts = {k: num(d, k) for k in keys}
+            counts["errors"] += num(d, "backlog_dropped")
+            out["/" + d.get("remote", name[4:].lstrip("/"))] = counts
         elif name.startswith("in "):
             drops = d.get("drops", "")
             discarded = sum(
@@ -490,10 +527,13 @@ def _site_counts(diag: dict[str, dict[str, str]], path_key: str = "path") -> dic
                 "lost": num(d, "lost"),
                 "discarded": discarded,
             }
+            by_remote["/" + d.get("remote", name[3:].lstrip("/"))] = streams[name[3:]]
     return {
         "path": diag.get("link", {}).get(path_key),
         "sent": sent,
         "streams": streams,
+        "out": out,
+        "streams_by_remote": by_remote,
         "rtt_p2p_ms": diag.get("link", {}).get("rtt_p2p_ms"),
         "failovers": diag.get("link", {}).get("failovers"),
     }
@@ -654,13 +694,14 @@ def _report(
     clock: _Clock,
     rec: _Records,
     diag: dict[str, dict[str, dict[str, str]]],
+    counts: dict[str, dict[str, dict[str, str]]],
     opts: DemoOptions,
     cpu: dict[str, Any],
     ros: dict[str, Any],
     skipped: list[str],
     logs: Path,
 ) -> dict[str, Any]:
-    sites = {r: _site_counts(diag[r]) for r in ("leader", "follower")}
+    sites = {r: _site_counts(counts[r]) for r in ("leader", "follower")}
     path = sites["leader"]["path"] or "unknown"
     _write_series(out, scenario, clock, rec, path)
     lat_f = load_series(out / "latency_follower.csv", text=("topic", "path"))

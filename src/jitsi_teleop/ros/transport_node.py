@@ -60,9 +60,10 @@ from jitsi_teleop.ros.common import spin_node
 from jitsi_teleop.session import PATH_P2P, ReceiveInfo, SessionConfig
 
 DEFAULT_TOPICS = "teleop_topics.yaml"
-#: What a raw subscription asks for: best effort matches any publisher; latest streams
-#: keep one sample, reliable ones keep everything until the bridge has it.
-_SUB_LATEST = QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT)
+#: What a raw subscription asks for: best effort matches any publisher; latest streams keep
+#: a few samples, so that the bridge's shaper (not the DDS queue, where it goes uncounted)
+#: picks the newest and counts what it supersedes; reliable ones keep everything.
+_SUB_LATEST = QoSProfile(depth=10, reliability=ReliabilityPolicy.BEST_EFFORT)
 _SUB_RELIABLE = QoSProfile(
     history=HistoryPolicy.KEEP_ALL, reliability=ReliabilityPolicy.RELIABLE, depth=1000
 )

@@ -51,8 +51,11 @@ setup(
             "colcon-python-setup-py",
             "catkin-pkg",
         ],
-        # baselines for `jitsi-teleop bench` (not needed to run anything else)
-        "bench": ["eclipse-zenoh>=1.0"],
+        # baselines for `jitsi-teleop bench` (not needed to run anything else); uvloop so
+        # the bench measures the loop the nodes use where it is installed
+        "bench": ["eclipse-zenoh>=1.0", "uvloop>=0.17; sys_platform != 'win32'", "py-spy>=0.3"],
+        # optional: the nodes' and the core's asyncio loops on uvloop (same code without it)
+        "speed": ["uvloop>=0.17; sys_platform != 'win32'"],
     },
     zip_safe=False,
     entry_points={

@@ -80,6 +80,13 @@ def row(variant: str, s: dict[str, Any], duration: float) -> dict[str, Any]:
             "simulator_pct": per.get(f"{role}:dexter_sim"),
         }
     acc = s.get("messages", {}).get("accounted", {})
+    by_topic = s.get("messages", {}).get("by_topic", {})
+    for role, site in sites.items():
+        # what this site's transport carried out per second, and the nodes' CPU per message
+        taken = sum(r["taken"] for k, r in by_topic.items() if k.startswith(f"{role}: "))
+        site["taken_per_s"] = taken / duration
+        pct = site["nodes_pct"]
+        site["cpu_us_per_msg"] = 1e4 * pct / site["taken_per_s"] if pct and taken else None
     return {
         "variant": variant,
         "env": VARIANTS[variant],
@@ -101,7 +108,7 @@ def _med(values: list[float]) -> float | None:
 def table(rows: list[dict[str, Any]], variants: list[str]) -> tuple[str, dict[str, Any]]:
     lines = [
         f"{'variant':<8} {'runs':>4} {'site %':>7} {'range':>13} {'driver':>7} {'teleop':>7} "
-        f"{'transp':>7} {'msg/s':>6} {'RMS mm':>7}"
+        f"{'transp':>7} {'msg/s':>6} {'us/msg':>7} {'RMS mm':>7}"
     ]
     medians: dict[str, Any] = {}
     for v in variants:
@@ -114,6 +121,9 @@ def table(rows: list[dict[str, Any]], variants: list[str]) -> tuple[str, dict[st
             for n in NODES
         }
         rate = _med([r["taken_per_s"] for r in ok if r["taken_per_s"] is not None])
+        per_msg = _med(
+            [x["cpu_us_per_msg"] for r in ok for x in r["sites"].values() if x["cpu_us_per_msg"]]
+        )
         rms = _med([r["tracking_rms_mm"] for r in ok if r["tracking_rms_mm"] is not None])
         m = _med(site)
         medians[v] = {
@@ -122,6 +132,7 @@ def table(rows: list[dict[str, Any]], variants: list[str]) -> tuple[str, dict[st
             "site_pct_max": max(site) if site else None,
             "node_pct_median": node,
             "taken_per_s_median": rate,
+            "cpu_us_per_msg_median": per_msg,
             "tracking_rms_mm_median": rms,
             "runs": len(ok),
             "failed": len([r for r in rows if r["variant"] == v]) - len(ok),
@@ -133,7 +144,8 @@ def table(rows: list[dict[str, Any]], variants: list[str]) -> tuple[str, dict[st
         rng = f"{min(site):.1f}-{max(site):.1f}" if site else "-"
         lines.append(
             f"{v:<8} {len(ok):>4} {f(m)} {rng:>13} {f(node['dexter_driver'])} "
-            f"{f(node['teleop'])} {f(node['jitsi_teleop_transport'])} {f(rate, 6)} {f(rms)}"
+            f"{f(node['teleop'])} {f(node['jitsi_teleop_transport'])} {f(rate, 6)} "
+            f"{f(per_msg, 7)} {f(rms)}"
         )
     return "\n".join(lines), medians
 
@@ -164,7 +176,8 @@ def main(argv: list[str] | None = None) -> int:
                 pcts = [f"{x['nodes_pct']:.1f}" for x in sites.values() if x["nodes_pct"]]
                 print(f"  {v} run {i + 1}: site nodes {', '.join(pcts) or r.get('failed')} %")
     text, medians = table(rows, variants)
-    print(f"\nper site, driver + teleop + transport, % of one core (goal <= {GOAL_PCT:g} %):")
+    print(f"\nper site, driver + teleop + transport, % of one core (goal <= {GOAL_PCT:g} %);")
+    print("msg/s: both transports took; us/msg: a site's node CPU per message its transport took")
     print(text)
     result = {
         "bench": "site_cpu",

@@ -226,8 +226,9 @@ def run_ros_demo(opts: DemoOptions) -> dict[str, Any]:
             print(f"jitsi-teleop demo --ros: data channel not up, running over {path}", flush=True)
         clock = _Clock(t0=time.monotonic() + 0.3)
         cpu_go = {p.name: _proc_cpu_s(p.proc.pid) for p in procs}
+        go = time.monotonic()
         _script(opts, scenario, clock, lead_ctl, procs, rec, leader, follower)
-        cpu = _cpu_figures(procs, cpu_go, opts.duration_s, cpu0, wall0, srv)
+        cpu = _cpu_figures(procs, cpu_go, time.monotonic() - go, cpu0, wall0, srv)
         diag = {
             "leader": dict(leader.diagnostics.latest),
             "follower": dict(follower.diagnostics.latest),

@@ -46,7 +46,7 @@ from jitsi_teleop.site_plan import ProcessSpec, SiteArgs, site_processes
 from jitsi_teleop.site_runner import SiteProcess, start_site
 
 from . import messages as m
-from .report import build_report, load_series, percentile
+from .report import TRACKING_RMS_BOUND_MM, build_report, load_series, percentile
 from .roles import LeaderRole
 from .ros_sites import ControlPort, RawRecorder, RosSite
 from .run import (
@@ -64,14 +64,13 @@ from .status import LiveStatus, StatusSnapshot
 
 __all__ = ["ROS_TRACKING_RMS_BOUND_MM", "SKIPPED_NOTE", "run_ros_demo", "share_dir", "site_domains"]
 
-#: RMS tool-tip error outside contact that a healthy ``--ros`` run stays under, mm. Measured
-#: on two cores: 6-25 mm at 20 s; at 12 s (the test's length) 13-31 mm, and 52 mm in a run
-#: where another CPU-heavy benchmark shared the cores (the follower held for a second on
-#: stale leader states, then caught up). The ROS follower runs 100-300 ms behind (the
-#: default mode: 60-90 ms): each site is four processes, two Python nodes more per hop than
-#: the default mode's in-process core, and the drivers' joint states come at 25-125 Hz, as the
-#: eight processes take both cores. Margin ×2 over the worst 12 s figure.
-ROS_TRACKING_RMS_BOUND_MM = 100.0
+#: RMS tool-tip error outside contact that a healthy ``--ros`` run stays under, mm: the default
+#: mode's bound. With the nodes on the EventsExecutor (issue 14) the eight processes keep the
+#: 100 Hz streams on two cores and the follower runs 60-70 ms behind, as in the default mode:
+#: 4.1-4.8 mm at 20 s (bench/results/site_cpu.json, load average 12-19). The old executor
+#: starved them (joint states at 25-125 Hz, 100-300 ms behind, 6-31 mm, up to 52 mm with
+#: another benchmark on the cores), which is why this bound was 100 mm.
+ROS_TRACKING_RMS_BOUND_MM = TRACKING_RMS_BOUND_MM
 
 #: each site's /joint_states over the script below which the run is flagged (check
 #: ``robot_data``): the drivers poll at 100 Hz but, the eight processes taking both cores, got

@@ -41,6 +41,8 @@ def _arguments(share: str) -> list[DeclareLaunchArgument]:
         arg("room_name", "", "room name (plain XMPP server; default: from the meeting URL)"),
         arg("domain", "", "XMPP domain (plain XMPP server instead of a meeting URL)"),
         arg("websocket_url", "", "XMPP WebSocket URL (plain XMPP server)"),
+        arg("bosh_url", "", "XMPP BOSH URL (https://HOST/http-bind): use BOSH, e.g. where "
+            "a proxy blocks WebSockets (with a meeting URL, BOSH is already the fallback)"),
         arg("config", os.path.join(share, "config", "teleop_topics.yaml"), "topic YAML"),
         arg("secret_file", "", "pairing key file (jitsi-teleop keygen FILE); or set "
             "$JITSI_TELEOP_KEY_FILE / $JITSI_TELEOP_PASSPHRASE"),

@@ -27,6 +27,11 @@ def _add_doctor(sub: argparse._SubParsersAction) -> None:
         help="meeting URL, e.g. https://meet.example.org/MyRoom (reads config.js)",
     )
     p.add_argument("--websocket", help="XMPP WebSocket URL (ws:// or wss://)")
+    p.add_argument(
+        "--bosh",
+        help="XMPP BOSH URL (http:// or https://, e.g. https://HOST/http-bind): use BOSH "
+        "(with --websocket: only if the WebSocket cannot be opened)",
+    )
     p.add_argument("--tcp", metavar="HOST:PORT", help="plain XMPP over TCP instead")
     p.add_argument("--domain", help="XMPP domain (hosts.domain)")
     p.add_argument("--muc", help="MUC domain (default conference.<domain>)")
@@ -55,6 +60,7 @@ def _run_doctor(args: argparse.Namespace) -> int:
     opts = DoctorOptions(
         meeting_url=args.meeting_url,
         websocket=args.websocket,
+        bosh=args.bosh,
         tcp=args.tcp,
         domain=args.domain,
         muc=args.muc,

@@ -127,6 +127,7 @@ class TransportNode(Node):
         opts = RoomOptions(
             meeting_url=p["room"],
             websocket_url=p["websocket_url"],
+            bosh_url=p["bosh_url"],
             tcp=p["tcp"],
             domain=p["domain"],
             muc_domain=p["muc_domain"],
@@ -178,6 +179,11 @@ class TransportNode(Node):
             "domain": ("", "XMPP domain (with websocket_url or tcp: no config.js lookup)"),
             "muc_domain": ("", "MUC domain (default conference.<domain>)"),
             "websocket_url": ("", "XMPP WebSocket URL (ws:// or wss://)"),
+            "bosh_url": (
+                "",
+                "XMPP BOSH URL (http(s)://HOST/http-bind): forces BOSH (with websocket_url: "
+                "WebSocket first, BOSH if it cannot be opened)",
+            ),
             "tcp": ("", "host:port: plain XMPP over TCP instead of WebSocket"),
             "focus": ("", "focus component JID (empty: none, or config.js's)"),
             "password": ("", "room password (prefer $JITSI_TELEOP_ROOM_PASSWORD)"),

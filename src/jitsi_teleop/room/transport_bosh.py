@@ -34,6 +34,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 
@@ -45,10 +46,17 @@ NS_HTTPBIND = "http://jabber.org/protocol/httpbind"
 NS_XBOSH = "urn:xmpp:xbosh"
 _NS_XML = "http://www.w3.org/XML/1998/namespace"
 
-#: Bytes of an aiohttp POST's request line and headers (Host, Content-Type, Content-Length,
-#: Accept, Accept-Encoding, User-Agent) to a loopback URL, measured by
-#: test_bosh_units.test_request_overhead_matches_the_wire; longer host names add a few.
-HTTP_REQUEST_OVERHEAD = 190
+#: Bytes of an aiohttp POST's request line and headers (Content-Type, Content-Length with two
+#: digits, Accept, Accept-Encoding, User-Agent) besides the URL's host and path+query, as
+#: measured by test_bosh_units.test_request_overhead_matches_the_wire.
+HTTP_REQUEST_FIXED = 176
+
+
+def request_overhead(url: str) -> int:
+    """Bytes an HTTP POST to ``url`` costs beyond its body (request line and headers)."""
+    parts = urlsplit(url)
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    return HTTP_REQUEST_FIXED + len(parts.netloc) + len(target)
 
 #: What each XEP-0124 terminal condition means for us, and whether a new session can help.
 TERMINATE_CONDITIONS: dict[str, tuple[str, bool]] = {
@@ -217,6 +225,7 @@ class BoshTransport(asyncio.Transport):
         super().__init__()
         self._http = session
         self.url = url
+        self._http_overhead = request_overhead(url)
         self._protocol = protocol
         self._domain = domain
         self.params = params
@@ -459,7 +468,7 @@ class BoshTransport(asyncio.Transport):
 
         ``on_request`` is charged what the first attempt adds beyond the stanzas (which the
         room charged when it sent them), and every byte of a resend."""
-        wire = len(body.encode("utf-8")) + HTTP_REQUEST_OVERHEAD
+        wire = len(body.encode("utf-8")) + self._http_overhead
         charge = wire - payload_bytes
         timeout = self.params.wait + 10.0
         give_up = time.monotonic() + max(5.0, min(self.params.inactivity / 2, 30.0))

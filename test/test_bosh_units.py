@@ -191,3 +191,56 @@ async def test_request_overhead_matches_the_wire():
         server.close()
     overhead = len(got[0]) - len(body)
     assert request_overhead(url) == overhead and got[0].endswith(body.encode())
+
+
+def _idle_transport(max_request_bytes: int = 64 * 1024):
+    import asyncio as _asyncio
+
+    from jitsi_teleop.room.transport_bosh import BoshResponse, BoshTransport
+
+    return BoshTransport(
+        None,  # type: ignore[arg-type]  # no request is made in these tests
+        "http://127.0.0.1:1/http-bind",
+        _asyncio.Protocol(),
+        "meet.test",
+        BoshSessionParams(sid="s1", wait=60),
+        BoshResponse({}, ""),
+        100,
+        ssl_context=False,
+        max_body_bytes=1024,
+        max_request_bytes=max_request_bytes,
+        retries=1,
+        on_request=None,
+    )
+
+
+def test_outgoing_bodies_are_split_and_framed():
+    """Stanzas that pile up share a request up to max_request_bytes; a bigger one goes alone;
+    the stream header becomes nothing (creation), then a restart; the footer a terminate."""
+    t = _idle_transport(max_request_bytes=1000)
+    t.write(b"<stream:stream to='meet.test' version='1.0'>")  # absorbed: creation was it
+    assert not t._out
+    big = "<message><body>" + "x" * 1500 + "</body></message>"
+    for text in ("<presence/>", "<iq type='get' id='1'/>", big, "<message/>"):
+        t.write(text.encode())
+    t.write(b" ")  # whitespace keepalive: dropped
+    body, empty, _ = t._next_body()
+    assert not empty and body.startswith("<body rid='100' sid='s1'")
+    assert "<presence xmlns=\"jabber:client\"/><iq xmlns=\"jabber:client\"" in body
+    assert big[:20] not in body  # would exceed the limit: next request
+    t._rid += 1
+    body, *_ = t._next_body()
+    assert body.count("<message") == 1 and "x" * 1500 in body  # alone, although too big
+    t._rid += 1
+    body, *_ = t._next_body()
+    assert body.endswith("<message xmlns=\"jabber:client\"/></body>")
+    t.write(b"<stream:stream to='meet.test' version='1.0'>")  # after SASL: restart
+    t._rid += 1
+    body, empty, restart = t._next_body()
+    assert restart and empty and "xmpp:restart='true'" in body and "to='meet.test'" in body
+    t.write(b"<presence type='unavailable'/>")
+    t.write(b"</stream:stream>")
+    t._rid += 1
+    body, *_ = t._next_body()
+    assert "type='terminate'" in body and "unavailable" in body
+    assert t.get_write_buffer_size() == 0

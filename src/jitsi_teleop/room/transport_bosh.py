@@ -261,6 +261,7 @@ class BoshTransport(asyncio.Transport):
         self.requests_sent = 0
         self.requests_resent = 0
         self.responses_reordered = 0
+        self.stale_resends = 0
 
     # -- opening -----------------------------------------------------------------------------
     @classmethod
@@ -485,6 +486,9 @@ class BoshTransport(asyncio.Transport):
                     _post(self._http, self.url, body, self._ssl, self._max_body), timeout
                 )
                 result = parse_body(text)
+                if attempt and self._stale_resend(rid, result):
+                    self.stale_resends += 1
+                    result = BoshResponse({}, "")
                 break
             except asyncio.CancelledError:
                 raise
@@ -513,6 +517,17 @@ class BoshTransport(asyncio.Transport):
         self._done[rid] = result
         self._deliver_ready()
         self._wake.set()
+
+    def _stale_resend(self, rid: int, answer: BoshResponse) -> bool:
+        """A resent request refused with item-not-found although later requests went out: the
+        server had already processed it (a server takes rids in order) and kept no answer to
+        replay (Prosody caches answers it sent, not requests a proxy cut off unanswered). The
+        session is alive; the answer is an empty one."""
+        return (
+            answer.terminate
+            and answer.attrs.get("condition") == "item-not-found"
+            and self._rid - 1 > rid
+        )
 
     def _deliver_ready(self) -> None:
         """Hand responses to slixmpp in rid order (section 9: the client must)."""

@@ -135,6 +135,7 @@ async def test_explicit_bosh_url_forces_bosh():
 
     app = web.Application()
     text = "var config = { hosts: { domain: 'x.test' }, websocket: 'wss://w.test/ws' };"
+
     async def serve(_request: web.Request) -> web.Response:
         return web.Response(text=text)
 
@@ -226,14 +227,14 @@ def test_outgoing_bodies_are_split_and_framed():
     t.write(b" ")  # whitespace keepalive: dropped
     body, empty, _ = t._next_body()
     assert not empty and body.startswith("<body rid='100' sid='s1'")
-    assert "<presence xmlns=\"jabber:client\"/><iq xmlns=\"jabber:client\"" in body
+    assert '<presence xmlns="jabber:client"/><iq xmlns="jabber:client"' in body
     assert big[:20] not in body  # would exceed the limit: next request
     t._rid += 1
     body, *_ = t._next_body()
     assert body.count("<message") == 1 and "x" * 1500 in body  # alone, although too big
     t._rid += 1
     body, *_ = t._next_body()
-    assert body.endswith("<message xmlns=\"jabber:client\"/></body>")
+    assert body.endswith('<message xmlns="jabber:client"/></body>')
     t.write(b"<stream:stream to='meet.test' version='1.0'>")  # after SASL: restart
     t._rid += 1
     body, empty, restart = t._next_body()

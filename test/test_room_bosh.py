@@ -263,9 +263,7 @@ async def test_answer_lost_after_the_server_acted_is_neither_lost_nor_doubled(
 class _Recorder(asyncio.Protocol):
     def __init__(self) -> None:
         self.data = b""
-        self.lost: asyncio.Future[BaseException | None] = (
-            asyncio.get_running_loop().create_future()
-        )
+        self.lost: asyncio.Future[BaseException | None] = asyncio.get_running_loop().create_future()
 
     def data_received(self, data: bytes) -> None:
         self.data += data

@@ -172,6 +172,7 @@ async def test_proxy_blocking_the_websocket_upgrade_falls_back_to_bosh(
     room, peer = await two_rooms(prosody, rooms, room_name, config)
     choice = room.xmpp.connector.choice
     assert choice.kind == "bosh" and "fell back to BOSH" in choice.reason
+    assert room.xmpp.stream_url == choice.url and choice.url.startswith(proxy.bosh_url)
     assert "WebSocket handshake refused" in choice.reason and proxy.ws_refused == 1
     inbox, back = Inbox(room), Inbox(peer)
     send_text(peer, room.nick, "over the proxy")

@@ -129,6 +129,13 @@ class TeleopXMPP(ClientXMPP):
         super().connection_lost(exception)
 
     @property
+    def stream_url(self) -> str | None:
+        """The URL the current stream runs over (ws://, wss://, http://, https://); None on
+        TCP. After a fallback it is the BOSH URL, not ``ws_url``."""
+        choice = self.connector.choice if self.connector is not None else None
+        return choice.url if choice is not None else None
+
+    @property
     def frame_overhead(self) -> int:
         """Bytes the transport adds to each stanza (BOSH: none; its requests are charged
         through ``on_wire``)."""

@@ -10,6 +10,7 @@ alone (``bosh_url`` given, or config.js without a WebSocket) forces BOSH.
 from __future__ import annotations
 
 import asyncio
+import logging
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,6 +19,8 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from .config import RoomConfig
 from .transport_bosh import BoshError, BoshTransport
 from .transport_ws import WebSocketError, WebSocketTransport, websocket_url
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -112,6 +115,10 @@ class HttpConnector:
         else:
             reason = "BOSH only (no WebSocket URL)"
         self.choice = TransportChoice("bosh", self.bosh_url, reason)
+        if ws_error is not None:
+            log.warning("XMPP over %s", self.choice.describe())
+        else:
+            log.info("XMPP over %s", self.choice.describe())
         return bosh
 
     def _charge(self, size: int) -> None:

@@ -238,6 +238,27 @@ async def test_proxy_ending_long_polls_early(prosody, proxy, rooms, room_name, c
     assert room.stats.disconnects == 0 and room.stats.rejoins == 0
 
 
+async def test_idle_session_behind_a_short_proxy_read_timeout_lives_on(
+    prosody, proxy, rooms, room_name
+):
+    """Nothing to say for a while, and a proxy that ends each held poll after 1.1 s: the same
+    long poll is cut again and again, which is not a failing path; the session stays."""
+    proxy.cut_polls_after = 1.1
+    room, peer = await two_rooms(
+        prosody,
+        rooms,
+        room_name,
+        via(proxy, prosody, room_name, teleop_role="leader", ping_interval=60.0),
+        room_config(prosody, room_name, teleop_role="follower", ping_interval=60.0),
+    )
+    inbox = Inbox(room)
+    cuts = proxy.early_cuts
+    await eventually(lambda: proxy.early_cuts >= cuts + 6, timeout=20, what="six cuts")
+    assert room.stats.disconnects == 0 and room.online
+    send_text(peer, room.nick, "still there")
+    await eventually(lambda: inbox.bodies == ["still there"], what="message after the cuts")
+
+
 async def test_answer_lost_after_the_server_acted_is_neither_lost_nor_doubled(
     prosody, proxy, rooms, room_name
 ):

@@ -86,6 +86,9 @@ TERMINATE_CONDITIONS: dict[str, tuple[str, bool]] = {
 #: legacy (XEP-0124 before 1.6) HTTP status codes for terminal conditions
 _HTTP_CONDITIONS = {400: "bad-request", 403: "policy-violation", 404: "item-not-found"}
 
+#: a failed request that had been open this long was held by the server, then cut (seconds)
+HELD_FOR = 1.0
+
 _SASL_SUCCESS = re.compile(r"<success\b[^>]*urn:ietf:params:xml:ns:xmpp-sasl")
 _BODY_START = re.compile(
     r"""\A\s*(?:<\?xml[^>]*\?>\s*)?<body(?:\s+[^\s=/>]+\s*=\s*(?:"[^"]*"|'[^']*'))*\s*(/?)>"""
@@ -468,15 +471,22 @@ class BoshTransport(asyncio.Transport):
     async def _request(self, rid: int, body: str, payload_bytes: int) -> None:
         """POST until answered; the same rid and body again after a loss (section 14).
 
+        Only quick failures in a row count towards giving up: a request the server held for a
+        while before a proxy ended it shows the path works (proxies end long polls at their
+        own read timeout, often shorter than our ``wait``).
+
         ``on_request`` is charged what the first attempt adds beyond the stanzas (which the
         room charged when it sent them), and every byte of a resend."""
         wire = len(body.encode("utf-8")) + self._http_overhead
         charge = wire - payload_bytes
         timeout = self.params.wait + 10.0
-        give_up = time.monotonic() + max(5.0, min(self.params.inactivity / 2, 30.0))
-        attempt = 0
+        patience = max(5.0, min(self.params.inactivity / 2, 30.0))
+        give_up = time.monotonic() + patience
+        attempt = 0  # failures in a row, each quicker than HELD_FOR
+        resent = False
         result: BoshResponse | BaseException
         while True:
+            started = time.monotonic()
             self.requests_sent += 1
             self.bytes_sent += wire
             if self.on_request is not None:
@@ -487,7 +497,7 @@ class BoshTransport(asyncio.Transport):
                     _post(self._http, self.url, body, self._ssl, self._max_body), timeout
                 )
                 result = parse_body(text)
-                if attempt and self._stale_resend(rid, result):
+                if resent and self._stale_resend(rid, result):
                     self.stale_resends += 1
                     result = BoshResponse({}, "")
                 break
@@ -503,7 +513,10 @@ class BoshTransport(asyncio.Transport):
                 break
             except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as e:
                 error = e
+            if time.monotonic() - started >= HELD_FOR:
+                attempt, give_up = 0, time.monotonic() + patience
             attempt += 1
+            resent = True
             if attempt > self._retries or time.monotonic() > give_up or self._closing:
                 result = BoshError(
                     f"BOSH request lost {attempt} times, giving up: {_describe(error)}"

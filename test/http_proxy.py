@@ -52,6 +52,7 @@ class BoshProxy:
     early_cuts: int = 0
     ws_refused: int = 0
     config_js_extra: str = ""
+    config_js_websocket: bool = True  # False: config.js names only bosh (older deployments)
 
     @property
     def base(self) -> str:
@@ -86,7 +87,7 @@ class BoshProxy:
         text = f"""var config = {{
     hosts: {{ domain: '{self.srv.domain}', muc: 'conference.' + subdomain + '{self.srv.domain}' }},
     bosh: '//127.0.0.1:{self.port}/' + subdir + 'http-bind',
-    websocket: 'ws://127.0.0.1:{self.port}/' + subdir + 'xmpp-websocket',
+    {"" if self.config_js_websocket else "// "}websocket: '{self.websocket_url}',
     {self.config_js_extra}
 }};"""
         return web.Response(text=text, content_type="application/javascript")

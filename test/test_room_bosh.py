@@ -184,6 +184,19 @@ async def test_proxy_blocking_the_websocket_upgrade_falls_back_to_bosh(
     assert proxy.ws_refused == 1 and "staying on BOSH" in room.xmpp.connector.choice.reason
 
 
+async def test_config_js_with_bosh_only_joins_over_bosh(prosody, proxy, rooms, room_name):
+    """config.js names only bosh (its websocket commented out, as older installs ship it): the
+    usual WebSocket path is tried, and the client joins over config.js's BOSH URL."""
+    proxy.config_js_websocket = False
+    settings = await discover(f"{proxy.base}{room_name}")
+    assert settings.websocket_guessed and settings.bosh_url == proxy.bosh_url
+    assert "bosh but no websocket" in settings.transport_reason
+    room, _peer = await two_rooms(
+        prosody, rooms, room_name, settings.room_config(teleop_role="leader")
+    )
+    assert room.xmpp.connector.choice.kind == "bosh"
+
+
 async def test_doctor_says_which_transport_and_why(prosody, proxy, room_name):
     code, out, err = await run_doctor(f"{proxy.base}{room_name}", "--no-focus")
     assert code == 0, out + err

@@ -143,7 +143,10 @@ def _run_server(args: argparse.Namespace) -> int:
         print(f"jitsi-teleop server: {e}", file=sys.stderr)
         srv.cleanup()
         return 1
-    print(f"prosody for {args.domain}: {srv.websocket_url} and xmpp 127.0.0.1:{args.c2s_port}")
+    print(
+        f"prosody for {args.domain}: {srv.websocket_url}, BOSH {srv.bosh_url} "
+        f"and xmpp 127.0.0.1:{args.c2s_port}"
+    )
     sys.stdout.flush()
     try:
         while not stop.wait(0.5):

@@ -160,6 +160,47 @@ async def test_pair_and_fail_over_to_the_room_over_bosh(prosody, rooms, room_nam
         await follower.close()
 
 
+async def test_budget_pays_for_bosh_requests_and_polls(prosody, rooms, room_name):
+    """500 Hz of JointState-sized frames between two BOSH rooms under the 10 kB/s limit: the
+    newest frame and every reliable one arrive, and the budget is charged the HTTP headers,
+    body wrappers and long polls too, so what goes on the wire stays within it."""
+    leader, follower = await two_rooms(
+        prosody,
+        rooms,
+        room_name,
+        room_config(prosody, room_name, "bosh", teleop_role="leader"),
+        room_config(prosody, room_name, "bosh", teleop_role="follower"),
+    )
+    link = MucLink(leader, follower.nick)
+    back = MucLink(follower, leader.nick)
+    got: list[tuple[int, int]] = []
+    back.set_receive_callback(lambda n, s, p: got.append((s, struct.unpack_from("<I", p)[0])))
+    transport = leader.xmpp.transport
+    wire0, charged0, frames0 = transport.bytes_sent, leader.stats.bytes_sent, link.stats.bytes_sent
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    for i in range(1000):  # 2 s at 500 Hz
+        link.send(5, struct.pack("<I", i) + bytes(272), latest=True)
+        if i % 100 == 0:
+            link.send(9, struct.pack("<I", i) + b"cmd", latest=False)
+        await asyncio.sleep(0.002)
+    await eventually(lambda: (5, 999) in got, timeout=15, what="newest frame delivered")
+    await eventually(
+        lambda: [v for s, v in got if s == 9] == list(range(0, 1000, 100)),
+        timeout=15,
+        what="reliable frames delivered in order",
+    )
+    elapsed = loop.time() - t0
+    wire = transport.bytes_sent - wire0
+    charged = leader.stats.bytes_sent - charged0
+    frames = link.stats.bytes_sent - frames0
+    assert link.stats.thinned > 0 and leader.stats.disconnects == 0
+    assert charged > 1.3 * frames  # headers, wrappers and polls are charged, not just stanzas
+    assert charged >= 0.9 * wire  # nearly all the wire bytes (SM acks and pings are not)
+    budget = leader.config.rate_bytes_per_s
+    assert wire <= 1.2 * budget * elapsed + 2000  # the budget, not the server, is the limit
+
+
 # ---- automatic fallback ----------------------------------------------------------------
 async def test_proxy_blocking_the_websocket_upgrade_falls_back_to_bosh(
     prosody, proxy, rooms, room_name

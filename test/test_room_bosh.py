@@ -14,6 +14,7 @@ import pytest
 
 from http_proxy import BoshProxy
 from jitsi_teleop.links.muc import MucLink
+from jitsi_teleop.room.config import ConnectError
 from jitsi_teleop.room.discovery import discover
 from jitsi_teleop.room.transport_bosh import TERMINATE_CONDITIONS, BoshTerminated, BoshTransport
 from prosody_server import eventually, room_config, run_doctor
@@ -334,6 +335,30 @@ async def test_answer_lost_after_the_server_acted_is_neither_lost_nor_doubled(
     await asyncio.sleep(0.5)
     assert back.bodies == ["sent once", "after"] and inbox.bodies == ["answer"]
     assert room.xmpp.transport.requests_resent >= 1 and room.stats.disconnects == 0
+
+
+async def test_wrong_domain_or_url_is_a_clear_join_error(prosody, rooms, room_name):
+    """What Prosody itself answers: a domain it does not serve (improper-addressing at
+    session creation) and a path that is not BOSH (HTTP 404)."""
+    wrong_domain = rooms(
+        room_config(prosody, room_name, "bosh", domain="elsewhere.test", reconnect=False)
+    )
+    with pytest.raises(ConnectError) as info:
+        await wrong_domain.join()
+    assert "improper-addressing" in info.value.reason
+    assert "does not serve this XMPP domain" in info.value.reason
+    wrong_path = rooms(
+        room_config(
+            prosody,
+            room_name,
+            "bosh",
+            bosh_url=prosody.bosh_url.replace("http-bind", "bosh"),
+            reconnect=False,
+        )
+    )
+    with pytest.raises(ConnectError) as info:
+        await wrong_path.join()
+    assert "BOSH session creation refused: HTTP 404" in info.value.reason
 
 
 class _Recorder(asyncio.Protocol):

@@ -225,23 +225,27 @@ def test_outgoing_bodies_are_split_and_framed():
     for text in ("<presence/>", "<iq type='get' id='1'/>", big, "<message/>"):
         t.write(text.encode())
     t.write(b" ")  # whitespace keepalive: dropped
-    body, empty, _ = t._next_body()
-    assert not empty and body.startswith("<body rid='100' sid='s1'")
+    req = t._next_request()
+    body = req.body
+    assert (
+        not req.empty and req.payload_bytes < 1000 and body.startswith("<body rid='100' sid='s1'")
+    )
     assert '<presence xmlns="jabber:client"/><iq xmlns="jabber:client"' in body
     assert big[:20] not in body  # would exceed the limit: next request
     t._rid += 1
-    body, *_ = t._next_body()
+    body = t._next_request().body
     assert body.count("<message") == 1 and "x" * 1500 in body  # alone, although too big
     t._rid += 1
-    body, *_ = t._next_body()
+    body = t._next_request().body
     assert body.endswith('<message xmlns="jabber:client"/></body>')
     t.write(b"<stream:stream to='meet.test' version='1.0'>")  # after SASL: restart
     t._rid += 1
-    body, empty, restart = t._next_body()
-    assert restart and empty and "xmpp:restart='true'" in body and "to='meet.test'" in body
+    req = t._next_request()
+    assert req.restart and req.empty and "xmpp:restart='true'" in req.body
+    assert "to='meet.test'" in req.body
     t.write(b"<presence type='unavailable'/>")
     t.write(b"</stream:stream>")
     t._rid += 1
-    body, *_ = t._next_body()
+    body = t._next_request().body
     assert "type='terminate'" in body and "unavailable" in body
     assert t.get_write_buffer_size() == 0

@@ -175,7 +175,9 @@ class BoshSessionParams:
     maxpause: float | None = None
 
     @classmethod
-    def from_attrs(cls, attrs: dict[str, str], asked_wait: int, asked_hold: int) -> Any:
+    def from_attrs(
+        cls, attrs: dict[str, str], asked_wait: int, asked_hold: int
+    ) -> BoshSessionParams:
         def num(key: str, default: float) -> float:
             try:
                 return float(attrs[key])
@@ -202,6 +204,19 @@ class BoshSessionParams:
 
 _RESTART = object()
 _TERMINATE = object()
+
+
+@dataclass(frozen=True)
+class _Request:
+    """One request to send: its body, the stanza bytes in it, whether it is a restart."""
+
+    body: str
+    payload_bytes: int = 0
+    restart: bool = False
+
+    @property
+    def empty(self) -> bool:
+        return self.payload_bytes == 0
 
 
 class BoshTransport(asyncio.Transport):
@@ -251,7 +266,6 @@ class BoshTransport(asyncio.Transport):
         self._tasks: set[asyncio.Task] = set()
         self._wake = asyncio.Event()
         self._last_empty = 0.0
-        self._payload_bytes = 0
         self._closing = False
         self._terminating = False
         #: SASL succeeded: no poll until slixmpp asks for the restart, or the server would
@@ -401,14 +415,13 @@ class BoshTransport(asyncio.Transport):
         try:
             while not self._closing:
                 if self._out and self._open < self.params.requests:
-                    self._send(*self._next_body())
+                    self._send(self._next_request())
                     continue
                 idle = not (self._terminating or self._await_restart)
                 if not self._out and self._open == 0 and idle:
                     delay = self._poll_delay()
                     if delay <= 0:
-                        self._payload_bytes = 0
-                        self._send(self._wrap(""), empty=True)
+                        self._send(_Request(self._wrap("")))
                         continue
                     with contextlib.suppress(asyncio.TimeoutError):
                         await asyncio.wait_for(self._wake.wait(), delay)
@@ -424,17 +437,15 @@ class BoshTransport(asyncio.Transport):
             return 0.0
         return self._last_empty + self.params.polling - time.monotonic()
 
-    def _next_body(self) -> tuple[str, bool, bool]:
-        """(body, empty, restart) for the next request from the queue."""
-        head = self._out[0]
-        self._payload_bytes = 0
-        if head is _RESTART:
+    def _next_request(self) -> _Request:
+        """The next request from the queue: a restart, or the stanzas that fit in one body."""
+        if self._out[0] is _RESTART:
             self._out.popleft()
-            return self._wrap("", f" to='{_attr(self._domain)}' xml:lang='en'", True), True, True
+            extra = f" to='{_attr(self._domain)}' xml:lang='en'"
+            return _Request(self._wrap("", extra, restart=True), restart=True)
         parts: list[str] = []
         size = 0
         terminate = False
-        self._payload_bytes = 0
         while self._out:
             item = self._out[0]
             if item is _RESTART:
@@ -451,22 +462,23 @@ class BoshTransport(asyncio.Transport):
             parts.append(item)
             size += len(item)
         extra = " type='terminate'" if terminate else ""
-        self._payload_bytes = len("".join(parts).encode("utf-8"))
-        return self._wrap("".join(parts), extra), not parts, False
+        payload = "".join(parts)
+        return _Request(self._wrap(payload, extra), len(payload.encode("utf-8")))
 
     def _wrap(self, payload: str, extra: str = "", restart: bool = False) -> str:
-        head = f"<body rid='{self._rid}' sid='{self.params.sid}' xmlns='{NS_HTTPBIND}'{extra}"
+        sid = _attr(self.params.sid)
+        head = f"<body rid='{self._rid}' sid='{sid}' xmlns='{NS_HTTPBIND}'{extra}"
         if restart:
             head += f" xmpp:restart='true' xmlns:xmpp='{NS_XBOSH}'"
         return f"{head}/>" if not payload else f"{head}>{payload}</body>"
 
-    def _send(self, body: str, empty: bool = False, _restart: bool = False) -> None:
+    def _send(self, request: _Request) -> None:
         rid = self._rid
         self._rid += 1
         self._open += 1
-        if empty:
+        if request.empty:
             self._last_empty = time.monotonic()
-        self._spawn(self._request(rid, body, self._payload_bytes))
+        self._spawn(self._request(rid, request.body, request.payload_bytes))
 
     async def _request(self, rid: int, body: str, payload_bytes: int) -> None:
         """POST until answered; the same rid and body again after a loss (section 14).

@@ -38,6 +38,9 @@ class Answered:
 class BoshProxy:
     srv: ProsodyServer
     block_websocket: bool = True
+    #: how the upgrade is blocked: "strip" (Upgrade removed, a plain GET reaches the server)
+    #: or "hang" (the proxy never answers the handshake)
+    ws_block: str = "strip"
     #: seconds after which a long poll is ended by the proxy (None: never)
     cut_polls_after: float | None = None
     cut_with: str = "504"  # "504" (nginx's gateway timeout) or "close" (connection dropped)
@@ -67,6 +70,7 @@ class BoshProxy:
         return f"ws://127.0.0.1:{self.port}/xmpp-websocket"
 
     async def start(self) -> None:
+        self._stopping = asyncio.Event()
         self._client = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None))
         app = web.Application(client_max_size=8 * 1024 * 1024)
         app.router.add_post("/http-bind", self._bosh)
@@ -77,6 +81,7 @@ class BoshProxy:
         await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
 
     async def stop(self) -> None:
+        self._stopping.set()
         with contextlib.suppress(Exception):
             await self._runner.cleanup()
         with contextlib.suppress(Exception):
@@ -93,6 +98,10 @@ class BoshProxy:
         return web.Response(text=text, content_type="application/javascript")
 
     async def _websocket(self, request: web.Request) -> web.StreamResponse:
+        if self.block_websocket and self.ws_block == "hang":
+            self.ws_refused += 1
+            await self._stopping.wait()  # or the client gives up and disconnects
+            raise web.HTTPServiceUnavailable()
         if self.block_websocket:
             # what a proxy that strips Upgrade/Connection does: a plain GET reaches the server
             self.ws_refused += 1

@@ -226,6 +226,17 @@ async def test_proxy_blocking_the_websocket_upgrade_falls_back_to_bosh(
     assert proxy.ws_refused == 1 and "staying on BOSH" in room.xmpp.connector.choice.reason
 
 
+async def test_websocket_handshake_that_hangs_falls_back_in_time(prosody, proxy, rooms, room_name):
+    """A proxy that never answers the upgrade: the WebSocket gets half the connect time, so
+    the join still completes over BOSH within the join's own limit."""
+    proxy.ws_block = "hang"
+    settings = await discover(f"{proxy.base}{room_name}")
+    config = settings.room_config(teleop_role="leader", connect_timeout=4.0)
+    room, _peer = await two_rooms(prosody, rooms, room_name, config)
+    choice = room.xmpp.connector.choice
+    assert choice.kind == "bosh" and "timed out after 2 s" in choice.reason
+
+
 async def test_config_js_with_bosh_only_joins_over_bosh(prosody, proxy, rooms, room_name):
     """config.js names only bosh (its websocket commented out, as older installs ship it): the
     usual WebSocket path is tried, and the client joins over config.js's BOSH URL."""

@@ -77,13 +77,16 @@ class HttpConnector:
             url = self.ws_url
             if previd:
                 url = websocket_url(url, self.config.room, self.config.token, previd=previd)
+            # with a fallback, a handshake that hangs (a proxy holding the upgrade) gets half
+            # the connect time, so that BOSH still fits in the join's time limit
+            timeout = self.config.connect_timeout / (2 if self.bosh_url else 1)
             try:
                 ws = await WebSocketTransport.open(
                     url,
                     protocol,
                     self.config.domain,
                     ssl_context=self.ssl_context,
-                    timeout=self.config.connect_timeout,
+                    timeout=timeout,
                 )
             except WebSocketError as e:
                 if not self.bosh_url:

@@ -38,8 +38,9 @@ class Answered:
 class BoshProxy:
     srv: ProsodyServer
     block_websocket: bool = True
-    #: how the upgrade is blocked: "strip" (Upgrade removed, a plain GET reaches the server)
-    #: or "hang" (the proxy never answers the handshake)
+    #: how the upgrade is blocked: "strip" (Upgrade removed, a plain GET reaches the server),
+    #: "hang" (the proxy never answers the handshake) or "blackhole" (the upgrade completes,
+    #: then no frame passes: a buffering proxy)
     ws_block: str = "strip"
     #: seconds after which a long poll is ended by the proxy (None: never)
     cut_polls_after: float | None = None
@@ -98,6 +99,21 @@ class BoshProxy:
         return web.Response(text=text, content_type="application/javascript")
 
     async def _websocket(self, request: web.Request) -> web.StreamResponse:
+        if self.block_websocket and self.ws_block == "blackhole":
+            self.ws_refused += 1
+            ws = web.WebSocketResponse(protocols=("xmpp",))
+            await ws.prepare(request)
+
+            async def swallow() -> None:  # read and drop until the client closes
+                async for _msg in ws:
+                    pass
+
+            stop = asyncio.ensure_future(self._stopping.wait())
+            read = asyncio.ensure_future(swallow())
+            await asyncio.wait({stop, read}, return_when=asyncio.FIRST_COMPLETED)
+            stop.cancel()
+            read.cancel()
+            return ws
         if self.block_websocket and self.ws_block == "hang":
             self.ws_refused += 1
             await self._stopping.wait()  # or the client gives up and disconnects

@@ -226,6 +226,33 @@ async def test_proxy_blocking_the_websocket_upgrade_falls_back_to_bosh(
     assert proxy.ws_refused == 1 and "staying on BOSH" in room.xmpp.connector.choice.reason
 
 
+async def test_websocket_first_when_it_works(prosody, rooms, room_name):
+    """Both URLs and a working WebSocket: the WebSocket is used (its <open/> was probed, so
+    the stream must still start cleanly) and frames flow."""
+    room, peer = await two_rooms(
+        prosody,
+        rooms,
+        room_name,
+        room_config(prosody, room_name, "ws", bosh_url=prosody.bosh_url, teleop_role="leader"),
+    )
+    assert room.xmpp.connector.choice.kind == "websocket"
+    assert not isinstance(room.xmpp.transport, BoshTransport)
+    inbox = Inbox(room)
+    send_text(peer, room.nick, "over the websocket")
+    await eventually(lambda: inbox.bodies == ["over the websocket"], what="message")
+
+
+async def test_websocket_that_passes_no_frames_falls_back(prosody, proxy, rooms, room_name):
+    """A proxy completes the upgrade and then passes nothing (buffering): the probe finds no
+    XMPP stream, and the client joins over BOSH."""
+    proxy.ws_block = "blackhole"
+    settings = await discover(f"{proxy.base}{room_name}")
+    config = settings.room_config(teleop_role="leader", connect_timeout=4.0)
+    room, _peer = await two_rooms(prosody, rooms, room_name, config)
+    choice = room.xmpp.connector.choice
+    assert choice.kind == "bosh" and "no XMPP stream answered" in choice.reason
+
+
 async def test_websocket_handshake_that_hangs_falls_back_in_time(prosody, proxy, rooms, room_name):
     """A proxy that never answers the upgrade: the WebSocket gets half the connect time, so
     the join still completes over BOSH within the join's own limit."""

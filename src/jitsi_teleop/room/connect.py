@@ -87,6 +87,7 @@ class HttpConnector:
                     self.config.domain,
                     ssl_context=self.ssl_context,
                     timeout=timeout,
+                    probe=self.bosh_url is not None,  # a dead WebSocket must fail here
                 )
             except WebSocketError as e:
                 if not self.bosh_url:

@@ -150,6 +150,11 @@ class MucLink(Link):
 
     # ------------------------------------------------------------------ Link API ----------
     @property
+    def peer_id(self) -> str:
+        """The carrier address of the peer (:class:`jitsi_teleop.carrier.PeerChannel`)."""
+        return self.peer_nick
+
+    @property
     def stats(self) -> LinkStats:
         self._stats.queued_reliable = len(self._reliable)
         self._stats.pending_latest = len(self._latest)

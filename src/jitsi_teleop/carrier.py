@@ -69,9 +69,10 @@ class CarrierUp:
 @dataclass(frozen=True)
 class CarrierDown:
     """We are not reachable right now (connection lost, kicked, server restarting); the
-    carrier tries to come back by itself."""
+    carrier tries to come back by itself. ``removed``: a moderator removed us (kick)."""
 
     reason: str
+    removed: bool = False
 
 
 CarrierEvent = MemberJoined | MemberLeft | CarrierUp | CarrierDown

@@ -35,6 +35,8 @@ from ..room.occupants import (
 from ..room.room import Room
 
 _TELEOP_ELEMENTS = ("frame", "signal", "ack")
+#: how far back a new channel takes over signals nobody claimed (the peer's first handshake)
+REPLAY_S = 10.0
 
 
 def _claim(o: Occupant) -> Claim | None:
@@ -80,7 +82,7 @@ class RoomCarrier:
     def open_channel(self, peer_id: str) -> MucLink:
         if peer_id in self._channels:
             raise ValueError(f"a channel to {peer_id} is already open")
-        link = MucLink(self.room, peer_id, follow_key=False)
+        link = MucLink(self.room, peer_id, follow_key=False, replay=REPLAY_S)
         self._channels[peer_id] = link
         close = link.close
 
@@ -142,16 +144,23 @@ class RoomCarrier:
         elif isinstance(event, RoomJoined):
             self._emit(CarrierUp(event.nick, event.rejoin))
         elif isinstance(event, RoomLeft):
-            self._emit(CarrierDown(event.reason))
+            self._emit(CarrierDown(event.reason, event.removed))
 
     def _on_message(self, nick: str, msg: Message) -> bool:
-        """Teleop messages from a nick with no channel: tell the session, then drop them."""
+        """Teleop messages from a nick with no channel: tell the session and drop them, except
+        signals, which the room keeps a while in case a channel opens for that nick (the
+        peer's handshake may arrive before its presence was processed here)."""
         if nick in self._channels:
             return False
         xml = msg.xml
         for name in _TELEOP_ELEMENTS:
             if xml.find(f"{{urn:jitsi-teleop:0}}{name}") is not None:
-                if self._foreign is not None and name != "ack":
+                if name == "signal":
+                    occ = self.room.occupants.get(nick)
+                    if self._foreign is not None and (occ is None or occ.teleop is None):
+                        self._foreign(nick, name)  # claims no role: never gets a channel
+                    return False
+                if self._foreign is not None and name == "frame":
                     self._foreign(nick, name)
                 return True
         return False

@@ -694,12 +694,13 @@ class Room:
                 teleop = TeleopInfo(
                     role=tp["role"], robot=tp["robot"], key_id=tp["key"], version=tp["v"]
                 )
+                roster = self._building if self._building is not None else self._occupants
                 if teleop.key_id and any(
                     o.teleop is not None
                     and o.teleop.key_id == teleop.key_id
                     and o.teleop.role == teleop.role
                     and o.nick != nick
-                    for o in self._occupants.values()
+                    for o in roster.values()
                 ):
                     self.stats.key_conflicts += 1
                     log.warning("occupant %s claims role/key of another occupant", nick)

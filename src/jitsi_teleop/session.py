@@ -485,6 +485,9 @@ class Session:
         for k in ("foreign_frames", "foreign_signals", "signal_refused", "signal_invalid"):
             if self.counters.get(k):
                 out[k] = out.get(k, 0) + self.counters[k]
+        datagrams = getattr(self._p2p, "foreign_dropped", 0)
+        if datagrams:
+            out["foreign_datagrams"] = datagrams
         return out
 
     async def close(self) -> None:

@@ -240,3 +240,87 @@ async def test_kicked_site_rejoins_and_pairs_again_with_the_real_peer(prosody, r
         stop.set()
         pump.cancel()
         await close_all(leader, follower, fake)
+
+
+async def test_peer_followed_across_a_nick_change_and_a_leave_and_rejoin(prosody, rooms, room_name):
+    """The peer is the party that proves the key, wherever it goes: a nick change and a
+    leave/rejoin (new nick, new session) each end in a new pairing with it, and the room
+    path carries frames to it again, while an impostor copying its presence gets none."""
+    iroom = rooms(room_config(prosody, room_name, teleop_role="follower", key_id="ab12"))
+    await iroom.join()
+    fake = Session(
+        iroom, fast_config(use_p2p=False), Secret(os.urandom(32)), "follower", FOLLOWER_OUT
+    )
+    await fake.start()
+    to_impostor: list[str] = []
+    iroom.add_message_handler(
+        lambda nick, msg: bool(
+            msg.xml.find("{urn:jitsi-teleop:0}frame") is not None and to_impostor.append(nick)
+        )
+    )
+    leader, follower, _lroom, froom, _lsink, fsink = await join_pair(
+        prosody, rooms, room_name, pair_retry=2.0
+    )
+    stop = asyncio.Event()
+
+    async def stream() -> None:
+        i = 0
+        while not stop.is_set():
+            if leader.paired:
+                leader.publish(1, struct.pack("<I", i) + bytes(40))
+                i += 1
+            await asyncio.sleep(0.05)
+
+    pump = asyncio.ensure_future(stream())
+    try:
+        await asyncio.gather(leader.start(), follower.start())
+        await leader.wait_paired(20)
+        await follower.wait_paired(20)
+        first = follower.stats().session_id
+        froom.change_nick("renamed-follower")
+        await eventually(lambda: froom.nick == "renamed-follower", what="nick changed")
+        mark = len(fsink.items)
+        await eventually(
+            lambda: (
+                leader.peer == "renamed-follower"
+                and follower.stats().session_id not in (None, first)
+                and follower.stats().session_id == leader.stats().session_id
+                and len(fsink.items) > mark + 3
+            ),
+            timeout=20,
+            what="leader follows the renamed follower and frames reach it",
+        )
+        # the follower leaves and comes back as a new occupant (a restarted site)
+        second = follower.stats().session_id
+        await follower.close()
+        await froom.close()
+        await eventually(lambda: not leader.paired, what="leader notices the follower left")
+        froom2 = rooms(
+            room_config(prosody, room_name, "tcp", teleop_role="follower", key_id="ab12")
+        )
+        await froom2.join()
+        fsink2 = Sink()
+        follower = Session(
+            froom2,
+            fast_config(use_p2p=False, pair_retry=2.0),
+            SECRET,
+            "follower",
+            FOLLOWER_OUT,
+            on_receive=fsink2,
+        )
+        await follower.start()
+        await eventually(
+            lambda: (
+                leader.peer == froom2.nick
+                and follower.stats().session_id == leader.stats().session_id != second
+                and len(fsink2.items) > 3
+            ),
+            timeout=20,
+            what="paired again with the returning follower, frames flowing",
+        )
+        assert to_impostor == [], "the room path went to an impostor"
+        assert leader.stats().refusals["unproven_claimants"] >= 1
+    finally:
+        stop.set()
+        pump.cancel()
+        await close_all(leader, follower, fake)

@@ -792,21 +792,25 @@ class Room:
         self._send_budgeted(reply)
 
     def _from_focus(self, sender: JID) -> bool:
-        """The deployment's real focus, never a nick: the focus component address we asked
-        for the conference, the focus's real JID it named in its answer, or the room occupant
-        whose server-set real JID is that focus. Any occupant can call itself "focus"."""
+        """The deployment's real focus, never a nick: an address of the focus component we
+        asked for the conference (the server stamps ``from``; only the component sends from
+        its domain), the focus's real JID it named in its answer, or the room occupant whose
+        server-set real JID is one of those. Any occupant can call itself "focus"."""
         cfg = self.config
         if not cfg.focus:
             return False
-        focus_jids = {JID(cfg.focus).bare}
+        domains = {JID(cfg.focus).domain}
+        jids = set()
         if self.focus_reply is not None and self.focus_reply.focus_jid:
-            focus_jids.add(JID(self.focus_reply.focus_jid).bare)
-        if sender.bare in focus_jids:
-            return True
+            jids.add(JID(self.focus_reply.focus_jid).bare)
+
+        def is_focus(j: JID) -> bool:
+            return j.domain in domains or j.bare in jids
+
         if sender.bare == self.room_jid:
             occ = self._occupants.get(sender.resource)
-            return occ is not None and occ.jid is not None and JID(occ.jid).bare in focus_jids
-        return False
+            return occ is not None and occ.jid is not None and is_focus(JID(occ.jid))
+        return is_focus(sender)
 
     def _decline_jingle(self, iq: Iq) -> None:
         """Jicofo invites every occupant to a media session; we carry no media, so we decline

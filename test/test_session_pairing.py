@@ -7,6 +7,7 @@ traffic again, never to an impostor."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 import struct
 import time
@@ -14,7 +15,10 @@ import time
 import pytest
 from slixmpp.exceptions import IqError
 
+from jitsi_teleop.links.base import LinkBusy
+from jitsi_teleop.links.muc import MucLink
 from jitsi_teleop.pairing import Secret
+from jitsi_teleop.room.config import JoinError
 from jitsi_teleop.room.room import Room
 from jitsi_teleop.session import PATH_MUC, Session
 from prosody_server import eventually, room_config
@@ -324,3 +328,94 @@ async def test_peer_followed_across_a_nick_change_and_a_leave_and_rejoin(prosody
         stop.set()
         pump.cancel()
         await close_all(leader, follower, fake)
+
+
+async def test_room_locked_while_paired_when_we_own_it(prosody, rooms, room_name):
+    """lock_room: the leader owns the room (first in), locks it once paired; nobody new can
+    join, the follower got the password sealed and rejoins after a kick; closing unlocks."""
+    leader, follower, lroom, froom, _ls, _fs = await join_pair(
+        prosody, rooms, room_name, pair_retry=2.0
+    )
+    leader.config.lock_room = True
+    try:
+        await asyncio.gather(leader.start(), follower.start())
+        await leader.wait_paired(20)
+        await follower.wait_paired(20)
+        await eventually(lambda: froom.config.password is not None, what="password to follower")
+        assert lroom.config.password == froom.config.password
+        stranger = rooms(room_config(prosody, room_name, teleop_role="leader", key_id="ab12"))
+        with pytest.raises(JoinError) as e:
+            await stranger.join()
+        assert e.value.condition == "not-authorized"
+        # the follower is kicked (here by the owner itself) and comes back with the password
+        first = follower.stats().session_id
+        await kick(lroom, froom.nick)
+        await eventually(
+            lambda: (
+                froom.stats.kicked == 1
+                and froom.online
+                and follower.stats().session_id not in (None, first)
+                and follower.stats().session_id == leader.stats().session_id
+            ),
+            timeout=20,
+            what="follower rejoined the locked room and paired again",
+        )
+        await leader.close()
+        late = rooms(room_config(prosody, room_name, teleop_role="leader", key_id="ab12"))
+        await late.join()  # unlocked again
+    finally:
+        await close_all(leader, follower)
+
+
+async def test_lock_room_without_ownership_leaves_the_room_open(prosody, rooms, room_name):
+    owner = rooms(room_config(prosody, room_name, teleop_role=None))
+    await owner.join()  # someone else owns the room
+    leader, follower, *_ = await join_pair(prosody, rooms, room_name, lock_room=True)
+    try:
+        await asyncio.gather(leader.start(), follower.start())
+        await leader.wait_paired(20)
+        await eventually(
+            lambda: leader.counters.get("lock_unavailable") == 1, what="lock not possible"
+        )
+        late = rooms(room_config(prosody, room_name, teleop_role=None))
+        await late.join()  # still open
+    finally:
+        await close_all(leader, follower)
+
+
+async def test_handshake_flood_costs_bounded_work(prosody, rooms, room_name):
+    """An occupant claiming the follower role sends malformed handshakes as fast as the
+    server lets it: the leader handles at most its per-occupant budget of them, counts the
+    rest as rate_limited, and pairs with the real follower meanwhile."""
+    iroom = rooms(room_config(prosody, room_name, teleop_role="follower", key_id="ab12"))
+    await iroom.join()
+    leader, follower, lroom, *_ = await join_pair(prosody, rooms, room_name)
+    await leader.start()
+    await eventually(lambda: lroom.nick in iroom.occupants, what="impostor sees the leader")
+    raw = MucLink(iroom, lroom.nick, follow_key=False, reliable_max_items=1000)
+    sent = 0
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 3.0:
+        try:
+            raw.send_signal({"t": "pair", "m": base64.b64encode(os.urandom(90)).decode()})
+            sent += 1
+        except LinkBusy:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0)
+    try:
+        await follower.start()
+        await leader.wait_paired(20)
+        await follower.wait_paired(20)
+        await eventually(
+            lambda: raw.stats.signals_sent >= 40, timeout=20, what="the flood went out"
+        )
+        await asyncio.sleep(0.5)
+        cfg = leader.config.pairer
+        elapsed = time.monotonic() - t0
+        handled = leader.stats().pairing["malformed"]
+        assert handled <= cfg.signal_burst + cfg.signal_rate * elapsed + 1
+        assert leader.stats().refusals.get("rate_limited", 0) > 0
+        assert leader.peer == follower.carrier.local_id
+    finally:
+        await raw.close()
+        await close_all(leader, follower)

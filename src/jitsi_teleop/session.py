@@ -116,6 +116,8 @@ class SessionConfig:
     #: silence on the data channel (no authenticated frame) that moves traffic to the room
     failover_after: float = 0.5
     #: consecutive answered probes over a (re)built data channel before traffic returns to it
+    #: (the first move to a data channel that never failed needs one: it has just been
+    #: authenticated end to end, and every probe waited for delays the fast path)
     failback_probes: int = 3
     #: a data channel down or silent this long is torn down and rebuilt (leader offers)
     reconnect_after: float = 1.5
@@ -270,6 +272,7 @@ class Session:
         self._paired_at: float | None = None
         self._fast_at: float | None = None
         self._removed = False  #: kicked; cleared when back in the room
+        self._p2p_failed = False  #: the data channel failed once: fail-back needs more probes
         self._offering = False
         self._p2p: P2PLink | None = None
         self._certificate: Any = None
@@ -828,6 +831,8 @@ class Session:
             self._p2p_down_since = None
             self._last_rx[PATH_P2P] = now
             self._p2p_ok_probes = 0
+            if self._cipher is not None:
+                self._ping(PATH_P2P)  # now, not at the next probe tick
         elif state in ("failed", "closed"):
             self._p2p_down_since = now
             if self._path == PATH_P2P:
@@ -843,6 +848,8 @@ class Session:
         now = time.monotonic()
         self.path_events.append(PathEvent(now, old, new, reason, detection))
         took = "" if detection is None else f", detected after {detection * 1e3:.0f} ms"
+        if old == PATH_P2P and new == PATH_MUC:
+            self._p2p_failed = True
         if new == PATH_P2P and self._fast_at is None and self._paired_at is not None:
             self._fast_at = now
             if self._joined_at is not None:
@@ -871,7 +878,7 @@ class Session:
         elif (
             link is not None
             and link.ready
-            and self._p2p_ok_probes >= self.config.failback_probes
+            and self._p2p_ok_probes >= (self.config.failback_probes if self._p2p_failed else 1)
             and now - self._last_rx.get(PATH_P2P, 0.0) < self.config.failover_after
         ):
             self._p2p_down_since = None
@@ -1077,6 +1084,8 @@ class Session:
             self._rtt[path] = float(sample.rtt_us)
             if path == PATH_P2P:
                 self._p2p_ok_probes += 1
+                if self._path != PATH_P2P:
+                    self._check_health()  # move now, not at the next probe tick
         elif kind == CTRL_ACK:
             self._on_ack(frame.payload)
         elif kind in (CTRL_DESCRIPTORS, CTRL_REFUSAL, CTRL_ROOM_LOCK) and frame.reliable:

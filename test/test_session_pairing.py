@@ -334,9 +334,8 @@ async def test_room_locked_while_paired_when_we_own_it(prosody, rooms, room_name
     """lock_room: the leader owns the room (first in), locks it once paired; nobody new can
     join, the follower got the password sealed and rejoins after a kick; closing unlocks."""
     leader, follower, lroom, froom, _ls, _fs = await join_pair(
-        prosody, rooms, room_name, pair_retry=2.0
+        prosody, rooms, room_name, pair_retry=2.0, lock_room=True
     )
-    leader.config.lock_room = True
     try:
         await asyncio.gather(leader.start(), follower.start())
         await leader.wait_paired(20)

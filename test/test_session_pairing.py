@@ -235,6 +235,7 @@ async def test_kicked_site_rejoins_and_pairs_again_with_the_real_peer(prosody, r
             what="re-paired and frames flowing over the room again",
         )
         back = time.monotonic() - kicked_at
+        print(f"kicked follower: room path carries frames again after {back:.2f} s")
         assert follower.peer == lroom.nick and leader.peer == froom.nick
         assert fsink.paths_since(mark, "/joint_states") == {PATH_MUC}
         assert back <= 5.0, f"room path back after {back:.1f} s"

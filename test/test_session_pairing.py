@@ -241,6 +241,9 @@ async def test_kicked_site_rejoins_and_pairs_again_with_the_real_peer(prosody, r
         assert back <= 5.0, f"room path back after {back:.1f} s"
         assert to_impostor == [], "the room path went to an impostor"
         assert follower.stats().counters.get("kicked") == 1
+        # the follower's pairing after the kick is timed from its rejoin
+        t = follower.stats().timings["join_to_paired_s"]
+        assert t is not None and 0 <= t <= back
     finally:
         stop.set()
         pump.cancel()

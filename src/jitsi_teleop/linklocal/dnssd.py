@@ -108,7 +108,9 @@ class LanDirectory:
             raise OSError("no IPv4 interface to announce on")
         self._azc = AsyncZeroconf(interfaces=addrs, ip_version=IPVersion.V4Only)
         if presence is not None:
-            host = presence.instance.split("@", 1)[1]
+            # the SRV target: a host name of this announcement's own, so that two machines
+            # with one host name (it happens) never merge their addresses
+            host = presence.instance.replace("@", "-").replace(".", "-")
             info = AsyncServiceInfo(
                 SERVICE_TYPE,
                 f"{presence.instance}.{SERVICE_TYPE}",

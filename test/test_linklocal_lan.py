@@ -1,0 +1,189 @@
+"""Two sites on one LAN with no XMPP server: they find each other over multicast DNS
+(XEP-0174 ``_presence._tcp``), pair over a direct XML stream, and stream both ways on the
+peer-to-peer path; a second pair in another LAN room on the same network stays apart.
+
+Each site runs on its own thread inside its own network namespace, on a bridge in a third:
+multicast and TCP stay on that segment."""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+import time
+
+import pytest
+
+from jitsi_teleop.linklocal import LanConfig, LanRoom
+from jitsi_teleop.links.p2p import P2PConfig
+from jitsi_teleop.pairing import Secret
+from jitsi_teleop.session import PATH_P2P, Session, SessionConfig
+from jitsi_teleop.wire import StreamDescriptor
+from lan_net import Lan, in_netns, skip_reason, start_in_netns
+
+pytestmark = [
+    pytest.mark.timeout(180),
+    pytest.mark.skipif(skip_reason() is not None, reason=str(skip_reason())),
+]
+
+H = "RIHS01_" + "a" * 64
+LEADER_OUT = [
+    StreamDescriptor(1, "/joint_states", "sensor_msgs/msg/JointState", H, "latest", 500, 0.5),
+    StreamDescriptor(2, "/mode", "std_msgs/msg/String", H, "reliable", 10, 5.0),
+]
+FOLLOWER_OUT = [
+    StreamDescriptor(7, "/wrench", "geometry_msgs/msg/WrenchStamped", H, "latest", 500, 0.5),
+]
+
+
+def session_config() -> SessionConfig:
+    return SessionConfig(
+        p2p=P2PConfig(), discover_ice_servers=False, pair_retry=1.0, resend_after=0.5
+    )
+
+
+async def eventually(cond, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+def site(role: str, room: str, secret: Secret, address: str, n: int = 300, linger: float = 4.0):
+    """A site: announce, pair, reach the data channel, send ``n`` samples (and 10 reliable
+    commands from the leader), keep receiving for ``linger`` s; return what happened."""
+
+    async def main() -> dict:
+        lan = LanRoom(
+            LanConfig(
+                room,
+                role,
+                key_id=secret.key_id,
+                nick=f"{role}@h{address.split('.')[-1]}",
+                addresses=[address],
+            )
+        )
+        got: dict[str, list[int]] = {}
+
+        def on_receive(d, payload, info):
+            got.setdefault(d.topic, []).append(struct.unpack_from("<I", payload)[0])
+            got.setdefault("paths", []).append(info.path == PATH_P2P)
+
+        out, expect = (LEADER_OUT, FOLLOWER_OUT) if role == "leader" else (FOLLOWER_OUT, LEADER_OUT)
+        session = Session(
+            lan, session_config(), secret, role, out, expected=expect, on_receive=on_receive
+        )
+        await lan.join()
+        await session.start()
+        try:
+            await session.wait_paired(60)
+            await eventually(lambda: session.path == PATH_P2P, 60, "the data channel")
+            t0 = time.monotonic()
+            for i in range(n):
+                if role == "leader":
+                    session.publish(1, struct.pack("<I", i) + bytes(272))
+                    if i % 30 == 0:
+                        session.publish(2, struct.pack("<I", i // 30))
+                else:
+                    session.publish(7, struct.pack("<I", i) + bytes(40))
+                await asyncio.sleep(0.005)
+            path_while_sending = session.path
+            st = session.stats()
+            await asyncio.sleep(max(0.0, linger - (time.monotonic() - t0)))
+            return {
+                "peer": session.peer,
+                "nick": lan.nick,
+                "path": path_while_sending,
+                "failovers": st.failovers,
+                "got": got,
+                "peers": [o.nick for o in lan.peers],
+                "diag": lan.diagnostics(),
+                "pairing": st.pairing,
+            }
+        finally:
+            await session.close()
+            await lan.close()
+
+    return main
+
+
+@pytest.fixture
+def lan4():
+    net = Lan(4, "ll")
+    try:
+        yield net
+    finally:
+        net.delete()
+
+
+def test_two_sites_pair_and_stream_over_the_lan_and_a_second_pair_stays_apart(lan4):
+    """Two pairs on one LAN, in LAN rooms ``lab-a`` and ``lab-b``, with different keys: each
+    site pairs with its own partner only and streams over the P2P path both ways."""
+    key_a = Secret(bytes(range(32)))
+    key_b = Secret(bytes(range(1, 33)))
+    h = lan4.hosts
+    a = lan4.addresses
+    futs = [
+        start_in_netns(h[0], site("leader", "lab-a", key_a, a[0])),
+        start_in_netns(h[1], site("follower", "lab-a", key_a, a[1])),
+        start_in_netns(h[2], site("leader", "lab-b", key_b, a[2])),
+        start_in_netns(h[3], site("follower", "lab-b", key_b, a[3])),
+    ]
+    la, fa, lb, fb = (f.result(150) for f in futs)
+    assert la["peer"] == fa["nick"] and fa["peer"] == la["nick"]
+    assert lb["peer"] == fb["nick"] and fb["peer"] == lb["nick"]
+    # the other pair is on the LAN (browsed) but never an occupant of this LAN room
+    assert la["peers"] == [fa["nick"]]
+    other_rooms = {p["instance"]: p["problem"] for p in la["diag"]["peers"]}
+    assert other_rooms[lb["nick"]] == "other_room" and other_rooms[fb["nick"]] == "other_room"
+    for leader, follower in ((la, fa), (lb, fb)):
+        assert leader["path"] == PATH_P2P and follower["path"] == PATH_P2P
+        # the reliable commands arrive all and in order; the latest stream mostly
+        assert follower["got"]["/mode"] == list(range(10))
+        js = follower["got"]["/joint_states"]
+        assert len(js) > 200 and js == sorted(js)
+        wr = leader["got"]["/wrench"]
+        assert len(wr) > 200 and wr == sorted(wr)
+        assert leader["failovers"] == 0 and follower["failovers"] == 0
+        assert sum(follower["got"]["paths"]) > 200  # frames that came over the P2P path
+
+
+def test_lan_room_lists_only_same_room_sites_and_says_why_others_are_unusable(lan4):
+    """``diagnostics()`` (what doctor lan:NAME prints) explains every browsed peer."""
+    key = Secret(bytes(range(32)))
+    h, a = lan4.hosts, lan4.addresses
+
+    def announce(role: str, room: str, addr: str, key_id: str):
+        async def main():
+            lan = LanRoom(
+                LanConfig(room, role, key_id=key_id, nick=f"s{addr[-1]}@h", addresses=[addr])
+            )
+            await lan.join()
+            await asyncio.sleep(8)
+            await lan.close()
+
+        return main
+
+    bg = [
+        start_in_netns(h[1], announce("follower", "lab", a[1], key.key_id)),
+        start_in_netns(h[2], announce("leader", "lab", a[2], key.key_id)),
+        start_in_netns(h[3], announce("follower", "other", a[3], key.key_id)),
+    ]
+
+    async def look():
+        lan = LanRoom(LanConfig("lab", "leader", key_id=key.key_id, nick="me@h", addresses=[a[0]]))
+        await lan.join()
+        try:
+            await eventually(lambda: len(lan.directory.peers) >= 3, 20, "three peers")
+            return lan.diagnostics()
+        finally:
+            await lan.close()
+
+    diag = in_netns(h[0], look)
+    for f in bg:
+        f.result(30)
+    by = {p["instance"]: p for p in diag["peers"]}
+    assert by["s3@h"]["usable"] and by["s3@h"]["role"] == "follower"
+    assert by["s3@h"]["key_id"] == key.key_id and by["s3@h"]["addresses"][0].startswith(a[1])
+    assert by["s4@h"]["problem"] == "same_role"
+    assert by["s5@h"]["problem"] == "other_room"

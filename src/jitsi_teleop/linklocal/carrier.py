@@ -423,13 +423,14 @@ class LanRoom:
             except StreamError as e:
                 self._count(f"connect_{e.reason}")
                 log.info("LAN stream to %s at %s: %s", ep.instance, ep.address, e)
-                return
-            self._attach(s)
-            ep.streams = [x for x in ep.streams if x.open] + [s]
-            self._flush(ep)
+            else:
+                self._attach(s)
+                ep.streams = [x for x in ep.streams if x.open] + [s]
+                self._flush(ep)
         finally:
             ep.connecting = False
-        if ep.pending and ep.stream() is None and self.online:
+        current = self._endpoints.get((ep.instance, ep.address)) is ep
+        if current and ep.pending and ep.stream() is None and self.online:
             self._ensure_stream(ep)  # still something to say: retry (rate-limited above)
 
     def _flush(self, ep: _Endpoint) -> None:

@@ -55,7 +55,9 @@ enable-reflector=no
 def avahi_missing() -> str | None:
     for tool in ("avahi-daemon", "avahi-browse", "avahi-publish", "dbus-daemon", "unshare"):
         if shutil.which(tool) is None and not os.path.exists(f"/usr/sbin/{tool}"):
-            return f"{tool} is not installed (scripts/setup-dev.sh installs avahi-daemon, avahi-utils)"
+            return (
+                f"{tool} is not installed (scripts/setup-dev.sh installs avahi-daemon, avahi-utils)"
+            )
     return None
 
 

@@ -139,7 +139,9 @@ def test_avahi_browse_lists_the_site_and_an_xep0174_peer_exchanges_stanzas(lan2)
             if cols[3] == SITE:
                 row = cols
         if row is None:
-            assert time.monotonic() < deadline, f"avahi-browse never listed the site: {avahi.tail()}"
+            assert time.monotonic() < deadline, (
+                f"avahi-browse never listed the site: {avahi.tail()}"
+            )
             time.sleep(0.5)
     # =;eth0;IPv4;leader@pronto;_presence._tcp;local;host.local;10.77.0.2;PORT;"k=v" ...
     assert row[4] == "_presence._tcp" and row[7] == site_addr
@@ -179,10 +181,11 @@ def test_avahi_browse_lists_the_site_and_an_xep0174_peer_exchanges_stanzas(lan2)
                 reply = await p.next_stanza()
             got["iq"] = (reply.get("type"), reply.get("id"), reply.get("from"), reply.get("to"))
             got["features"] = [
-                f.get("var")
-                for f in reply.iter("{http://jabber.org/protocol/disco#info}feature")
+                f.get("var") for f in reply.iter("{http://jabber.org/protocol/disco#info}feature")
             ]
-            p.send(f"<iq from='{PEER}' to='{SITE}' type='get' id='p1'><ping xmlns='urn:xmpp:ping'/></iq>")
+            p.send(
+                f"<iq from='{PEER}' to='{SITE}' type='get' id='p1'><ping xmlns='urn:xmpp:ping'/></iq>"
+            )
             pong = await p.next_stanza()
             got["ping"] = (pong.get("type"), pong.get("id"))
             p.send("</stream:stream>")

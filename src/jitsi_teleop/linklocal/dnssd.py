@@ -53,9 +53,17 @@ class DirectoryConfig:
     #: IPv4 addresses to announce and listen on (None: every non-loopback interface)
     addresses: Sequence[str] | None = None
     max_peers: int = 256
+    #: services one address may hold in the table: a flood from one host cannot crowd out
+    #: the real peer
+    max_per_address: int = 16
     resolves_per_s: float = 20.0
     resolve_burst: float = 40.0
     resolve_timeout_ms: int = 1500
+    #: how long the addresses of a name stay known after it was last resolved there
+    conflict_memory: float = 30.0
+    #: probe the LAN for our name before announcing (mDNS). Only tests turn this off, to
+    #: play a host that takes a name in use without asking.
+    probe: bool = True
 
 
 Listener = Callable[[], None]
@@ -119,7 +127,9 @@ class LanDirectory:
                 properties=presence.to_txt(),
                 server=f"{host}.local.",
             )
-            await self._azc.async_register_service(info, allow_name_change=True)
+            await self._azc.async_register_service(
+                info, allow_name_change=True, cooperating_responders=not self.config.probe
+            )
             name = split_name(info.name)
             if name != presence.instance:
                 log.warning("LAN name %s is taken; announcing as %s", presence.instance, name)
@@ -172,7 +182,9 @@ class LanDirectory:
     def _schedule(self, name: str) -> None:
         if name in self._pending:
             return
-        if not self._bucket.try_consume(1):
+        # an announcement carries its SRV/TXT/A records: reading them from the cache costs
+        # no traffic, so only network queries are rate-limited
+        if not self._cached(name) and not self._bucket.try_consume(1):
             self.count("resolve_limited")
             # try once more later: a real peer announcing in a flood must still be seen
             loop = asyncio.get_running_loop()
@@ -187,6 +199,14 @@ class LanDirectory:
         if not self._closed and len(self._pending) < self.config.max_peers:
             self._schedule(name)
 
+    def _cached(self, name: str) -> bool:
+        assert self._azc is not None
+        cache = self._azc.zeroconf.cache
+        lname = name.lower()
+        return bool(cache.get_all_by_details(lname, _TYPE_SRV, _CLASS_IN)) and bool(
+            cache.get_all_by_details(lname, _TYPE_TXT, _CLASS_IN)
+        )
+
     async def _resolve(self, name: str) -> None:
         try:
             await self._resolve_now(name)
@@ -199,7 +219,8 @@ class LanDirectory:
         assert self._azc is not None
         zc = self._azc.zeroconf
         info = AsyncServiceInfo(SERVICE_TYPE, name)
-        await info.async_request(zc, self.config.resolve_timeout_ms)
+        if not self._cached(name):
+            await info.async_request(zc, self.config.resolve_timeout_ms)
         instance = split_name(name)
         lname = name.lower()
         srvs = [r for r in zc.cache.get_all_by_details(lname, _TYPE_SRV, _CLASS_IN)]
@@ -213,11 +234,17 @@ class LanDirectory:
                         endpoints.append(ep)
         if not endpoints and info.port:
             endpoints = [(a, info.port) for a in info.parsed_addresses(IPVersion.V4Only)]
-        peer = LanPeer(instance, endpoints[:8], seen_at=time.monotonic())
+        now = time.monotonic()
+        old = self.peers.get(instance)
+        if old is not None and now - old.seen_at < self.config.conflict_memory:
+            # mDNS cache-flush lets the last announcer of a name win for a while, so two hosts
+            # claiming one name alternate in the cache: remember both, for a while
+            endpoints += [ep for ep in old.endpoints if ep not in endpoints]
+        peer = LanPeer(instance, endpoints[:8], seen_at=now)
         own = self.presence.instance if self.presence else None
-        hosts = {srv.server_key for srv in srvs}
         problem: str | None = None
         presence: LanPresence | None = None
+        ports = {port for _, port in endpoints}
         if not endpoints:
             problem = "unresolved"
         else:
@@ -226,7 +253,10 @@ class LanDirectory:
             records = [t.text for t in txts] or ([info.text] if info.text else [])
             for raw in records:
                 try:
-                    presence = parse_presence(instance, endpoints[0][1], _decode_txt(raw))
+                    props = _decode_txt(raw)
+                    p2pj = props.get(b"port.p2pj") or b""
+                    port = int(p2pj) if p2pj.isdigit() and int(p2pj) in ports else endpoints[0][1]
+                    presence = parse_presence(instance, port, props)
                 except TxtError as e:
                     problem = e.reason
                     presence = None
@@ -235,7 +265,9 @@ class LanDirectory:
                 problem = "no_txt"
         if instance == own:
             problem = "name_conflict"  # someone else announces our own name
-        elif len(hosts) > 1:
+        elif (len(peer.addresses) > 1 or len(ports) > 1) and (
+            old is None or len(old.addresses) < len(peer.addresses)
+        ):
             self.count("name_conflict")
         if problem is not None:
             peer.problem = problem
@@ -243,13 +275,21 @@ class LanDirectory:
         peer.presence = presence if problem is None else None
         if problem is None and presence is not None:
             self._check_key_conflict(peer)
-        old = self.peers.get(instance)
-        if old is None and len(self.peers) >= self.config.max_peers:
+        if old is None and self._crowded(peer):
             self.count("flood_dropped")
             return
         self.peers[instance] = peer
         if old != peer:
             self._notify()
+
+    def _crowded(self, peer: LanPeer) -> bool:
+        if len(self.peers) >= self.config.max_peers:
+            return True
+        for addr in peer.addresses:
+            n = sum(1 for p in self.peers.values() if addr in p.addresses)
+            if n >= self.config.max_per_address:
+                return True
+        return False
 
     def _check_key_conflict(self, peer: LanPeer) -> None:
         """Two hosts claiming the same key id and role: both stay candidates (the

@@ -71,7 +71,7 @@ class Avahi:
         with open(os.path.join(self.dir, "avahi.conf"), "w") as f:
             f.write(AVAHI_CONF.format(host=f"jtavahi{os.getpid()}"))
         self.env = {**os.environ, "DBUS_SYSTEM_BUS_ADDRESS": f"unix:path={sock}"}
-        self.log = open(os.path.join(self.dir, "log"), "w")
+        self.log = open(os.path.join(self.dir, "log"), "w")  # noqa: SIM115 - lives with the daemon
         ns.popen(
             ["dbus-daemon", "--nofork", "--nopidfile", f"--config-file={self.dir}/dbus.conf"],
             stdout=self.log,

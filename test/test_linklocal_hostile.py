@@ -12,10 +12,10 @@ import struct
 import time
 
 import pytest
-from lan_net import Lan, skip_reason, start_in_netns
 from zeroconf import IPVersion
 from zeroconf.asyncio import AsyncServiceInfo, AsyncZeroconf
 
+from jitsi_teleop.carriers.lan import LanCarrier
 from jitsi_teleop.linklocal import LanConfig, LanRoom
 from jitsi_teleop.linklocal.dnssd import DirectoryConfig
 from jitsi_teleop.linklocal.stream import StreamLimits
@@ -24,6 +24,7 @@ from jitsi_teleop.links.p2p import P2PConfig
 from jitsi_teleop.pairing import Secret
 from jitsi_teleop.session import Session, SessionConfig
 from jitsi_teleop.wire import StreamDescriptor
+from lan_net import Lan, skip_reason, start_in_netns
 
 pytestmark = [pytest.mark.timeout(180)]
 needs_netns = pytest.mark.skipif(skip_reason() is not None, reason=str(skip_reason()))
@@ -49,7 +50,7 @@ GOOD_TXT = {
 def test_a_well_formed_record_round_trips():
     p = LanPresence("f@h", 5562, "lab", "follower", "0123456789ab", robot="dexter1")
     raw = {k.encode(): v.encode() for k, v in p.to_txt().items()}
-    assert list(p.to_txt())[0] == "txtvers"  # XEP-0174: txtvers first
+    assert next(iter(p.to_txt())) == "txtvers"  # XEP-0174: txtvers first
     back = parse_presence("f@h", 5562, raw)
     assert back.room == "lab" and back.role == "follower" and back.key_id == "0123456789ab"
     assert back.robot == "dexter1"
@@ -123,7 +124,9 @@ def run_site(
         lan = LanRoom(cfg)
         got = []
         out = LEADER_OUT if role == "leader" else FOLLOWER_OUT
-        s = Session(lan, fast(), secret, role, out, on_receive=lambda d, p, i: got.append(p))
+        s = Session(
+            LanCarrier(lan), fast(), secret, role, out, on_receive=lambda d, p, i: got.append(p)
+        )
         await lan.join()
         await s.start()
         t_end = time.monotonic() + seconds

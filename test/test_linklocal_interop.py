@@ -13,10 +13,10 @@ import time
 import xml.etree.ElementTree as ET
 
 import pytest
-from avahi_ns import Avahi, avahi_missing
-from lan_net import Lan, skip_reason, start_in_netns
 
+from avahi_ns import Avahi, avahi_missing
 from jitsi_teleop.linklocal import LanConfig, LanRoom
+from lan_net import Lan, skip_reason, start_in_netns
 
 pytestmark = [
     pytest.mark.timeout(120),
@@ -184,7 +184,8 @@ def test_avahi_browse_lists_the_site_and_an_xep0174_peer_exchanges_stanzas(lan2)
                 f.get("var") for f in reply.iter("{http://jabber.org/protocol/disco#info}feature")
             ]
             p.send(
-                f"<iq from='{PEER}' to='{SITE}' type='get' id='p1'><ping xmlns='urn:xmpp:ping'/></iq>"
+                f"<iq from='{PEER}' to='{SITE}' type='get' id='p1'>"
+                "<ping xmlns='urn:xmpp:ping'/></iq>"
             )
             pong = await p.next_stanza()
             got["ping"] = (pong.get("type"), pong.get("id"))

@@ -13,6 +13,7 @@ import time
 
 import pytest
 
+from jitsi_teleop.carriers.lan import LanCarrier
 from jitsi_teleop.linklocal import LanConfig, LanRoom
 from jitsi_teleop.links.p2p import P2PConfig
 from jitsi_teleop.pairing import Secret
@@ -71,7 +72,13 @@ def site(role: str, room: str, secret: Secret, address: str, n: int = 300, linge
 
         out, expect = (LEADER_OUT, FOLLOWER_OUT) if role == "leader" else (FOLLOWER_OUT, LEADER_OUT)
         session = Session(
-            lan, session_config(), secret, role, out, expected=expect, on_receive=on_receive
+            LanCarrier(lan),
+            session_config(),
+            secret,
+            role,
+            out,
+            expected=expect,
+            on_receive=on_receive,
         )
         await lan.join()
         await session.start()

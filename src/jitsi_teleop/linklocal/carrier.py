@@ -146,6 +146,9 @@ class LanRoom:
         self._occupants: dict[str, Occupant] = {}
         self._listeners: list[Callable[[RoomEvent], None]] = []
         self._handlers: list[Callable[[str, Message], bool]] = []
+        self._unclaimed: deque[tuple[float, str, Message]] = deque(maxlen=64)
+        #: monotonic time we were announced (sessions measure pairing from it)
+        self.joined_at: float | None = None
         self._endpoints: dict[tuple[str, str], _Endpoint] = {}
         self._incoming: set[XmlStream] = set()
         self._handshaking = 0
@@ -180,8 +183,26 @@ class LanRoom:
         self._listeners.append(listener)
         return lambda: self._listeners.remove(listener) if listener in self._listeners else None
 
-    def add_message_handler(self, handler: Callable[[str, Message], bool]) -> Callable[[], None]:
+    def add_message_handler(
+        self, handler: Callable[[str, Message], bool], *, replay: float = 0.0
+    ) -> Callable[[], None]:
+        """As ``Room.add_message_handler``: ``replay`` hands over the teleop signals nobody
+        claimed in the last ``replay`` seconds (a peer's first handshake can arrive before
+        the channel that answers it exists)."""
         self._handlers.append(handler)
+        if replay > 0 and self._unclaimed:
+            since = time.monotonic() - replay
+            kept: deque[tuple[float, str, Message]] = deque(maxlen=self._unclaimed.maxlen)
+            for t, nick, msg in self._unclaimed:
+                claimed = False
+                if t >= since:
+                    try:
+                        claimed = bool(handler(nick, msg))
+                    except Exception:
+                        log.exception("message handler failed")
+                if not claimed:
+                    kept.append((t, nick, msg))
+            self._unclaimed = kept
         return lambda: self._handlers.remove(handler) if handler in self._handlers else None
 
     async def wait_online(self, timeout: float | None = None) -> None:
@@ -277,6 +298,7 @@ class LanRoom:
         if got is not None:
             self.nick = got.instance
         self._unsub = self.directory.subscribe(self._on_directory)
+        self.joined_at = time.monotonic()
         self._online.set()
         self._emit(RoomJoined(self.nick, False))
         me = Occupant(self.nick, None, teleop=self._own_info(), is_self=True)
@@ -524,6 +546,8 @@ class LanRoom:
                     log.exception("message handler failed")
                     return
             self._count("ignored_messages")
+            if el.find(f"{{{NS_TELEOP}}}signal") is not None:
+                self._unclaimed.append((time.monotonic(), s.peer, msg))
         elif el.tag == _IQ:
             self._answer_iq(s, el)
         else:

@@ -17,6 +17,8 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from ..carriers.lan import make_room, session_carrier
+from ..linklocal.carrier import LanConfig, LanRoom
 from ..pairing import Secret
 from ..room.config import RoomConfig
 from ..room.room import Room
@@ -108,7 +110,7 @@ class Bridge:
 
     def __init__(
         self,
-        room_config: RoomConfig,
+        room_config: RoomConfig | LanConfig,
         session_config: SessionConfig,
         secret: Secret,
         role: str,
@@ -123,7 +125,7 @@ class Bridge:
         self._room_config = room_config
         self._session_config = session_config
         self._secret = secret
-        self.room: Room | None = None
+        self.room: Room | LanRoom | None = None
         self.session: Session | None = None
         self.last_error: str | None = None
         self._flusher: asyncio.Task[None] | None = None
@@ -136,7 +138,7 @@ class Bridge:
         first join the room reconnects and rejoins by itself."""
         if self.session is not None:
             return
-        room = Room(self._room_config)
+        room = make_room(self._room_config)  # a Jitsi/XMPP room, or the LAN (lan:NAME)
         try:
             await room.join()
         except Exception as e:
@@ -145,7 +147,7 @@ class Bridge:
                 await room.close()
             raise
         session = Session(
-            room,
+            session_carrier(room),
             self._session_config,
             self._secret,
             self.role,

@@ -10,9 +10,11 @@ the pairing handshake says who the peer is.
 
 from __future__ import annotations
 
-from ..linklocal.carrier import LanRoom
-from ..room.config import RoomError
+from ..carrier import Carrier
+from ..linklocal.carrier import LanConfig, LanRoom
+from ..room.config import RoomConfig, RoomError
 from ..room.extdisco import IceServer
+from ..room.room import Room
 from .room import RoomCarrier
 
 
@@ -35,3 +37,15 @@ class LanCarrier(RoomCarrier):
 
     def use_password(self, password: str | None) -> None:
         """Nothing to present on a LAN."""
+
+
+def make_room(config: RoomConfig | LanConfig) -> Room | LanRoom:
+    """The rendezvous for a site's config: a Jitsi/XMPP room, or a LAN room (``lan:NAME``)."""
+    if isinstance(config, LanConfig):
+        return LanRoom(config)
+    return Room(config)
+
+
+def session_carrier(room: Room | LanRoom) -> Room | Carrier:
+    """What :class:`~jitsi_teleop.session.Session` takes for that rendezvous."""
+    return LanCarrier(room) if isinstance(room, LanRoom) else room

@@ -110,6 +110,11 @@ class LanConfig:
             self.directory.addresses = list(self.addresses)
 
     @property
+    def room_jid(self) -> str:
+        """What the site reports as its room (diagnostics, logs)."""
+        return self.room
+
+    @property
     def room(self) -> str:
         """The name pairing binds (so a LAN pairing can never be replayed into a Jitsi room)."""
         return LAN_PREFIX + self.name

@@ -53,9 +53,11 @@ from jitsi_teleop.bridge.topics import (
     load_topics,
     peer_of,
 )
+from jitsi_teleop.linklocal.carrier import LanConfig, is_lan_room
 from jitsi_teleop.links.p2p import P2PConfig, loopback_only
 from jitsi_teleop.loop_thread import LoopThread
 from jitsi_teleop.relay_faces import ipv4_loopback, remote_advertise
+from jitsi_teleop.room.config import RoomConfig
 from jitsi_teleop.ros.common import spin_node
 from jitsi_teleop.session import PATH_P2P, ReceiveInfo, SessionConfig
 
@@ -136,6 +138,9 @@ class TransportNode(Node):
             insecure=p["insecure"],
         )
         room_hint = opts.room or opts.meeting_url.rstrip("/").rsplit("/", 1)[-1]
+        lan = is_lan_room(p["room"])  # room:=lan:NAME: serverless, XEP-0174 on the LAN
+        if lan:
+            room_hint = p["room"].strip().lower()
         try:
             secret = load_site_secret(p["secret_file"], room_hint)
         except SiteError as e:
@@ -144,9 +149,21 @@ class TransportNode(Node):
         session_config = SessionConfig(p2p=p2p, discover_ice_servers=p["stun_turn"])
         self._loop = LoopThread("transport-asyncio")
         try:
-            room_config = self._loop.run(
-                resolve_room(opts, self.role, secret.key_id, p["robot"]), timeout=30
-            )
+            room_config: RoomConfig | LanConfig
+            if lan:
+                room_config = LanConfig(
+                    p["room"],
+                    self.role,
+                    key_id=secret.key_id,
+                    robot=p["robot"],
+                    display_name=f"jitsi-teleop {self.role}",
+                    addresses=[a.strip() for a in p["lan_addresses"].split(",") if a.strip()]
+                    or None,
+                )
+            else:
+                room_config = self._loop.run(
+                    resolve_room(opts, self.role, secret.key_id, p["robot"]), timeout=30
+                )
         except Exception as e:
             self._loop.stop()
             raise TransportError(f"room: {getattr(e, 'reason', None) or e}") from None
@@ -173,7 +190,12 @@ class TransportNode(Node):
             "role": ("leader", "leader or follower"),
             "config": ("", "topic YAML (default: the package's config/teleop_topics.yaml)"),
             "peer_prefix": ("", "where the peer's topics appear (default /<peer role>)"),
-            "room": ("", "meeting URL, e.g. https://meet.example.org/MyRoom"),
+            "room": (
+                "",
+                "meeting URL, e.g. https://meet.example.org/MyRoom; or lan:NAME: no server, "
+                "find the peer on the LAN (XEP-0174 link-local)",
+            ),
+            "lan_addresses": ("", "with room lan:NAME: IPv4 addresses to use (default: all)"),
             "room_name": ("", "room name (default: from the meeting URL)"),
             "domain": ("", "XMPP domain (with websocket_url or tcp: no config.js lookup)"),
             "muc_domain": ("", "MUC domain (default conference.<domain>)"),

@@ -8,7 +8,10 @@ multicast and TCP stay on that segment."""
 from __future__ import annotations
 
 import asyncio
+import json
 import struct
+import subprocess
+import sys
 import time
 
 import pytest
@@ -16,10 +19,10 @@ import pytest
 from jitsi_teleop.carriers.lan import LanCarrier
 from jitsi_teleop.linklocal import LanConfig, LanRoom
 from jitsi_teleop.links.p2p import P2PConfig
-from jitsi_teleop.pairing import Secret
+from jitsi_teleop.pairing import Secret, format_key_file
 from jitsi_teleop.session import PATH_P2P, Session, SessionConfig
 from jitsi_teleop.wire import StreamDescriptor
-from lan_net import Lan, in_netns, skip_reason, start_in_netns
+from lan_net import Lan, skip_reason, start_in_netns
 
 pytestmark = [
     pytest.mark.timeout(180),
@@ -155,42 +158,58 @@ def test_two_sites_pair_and_stream_over_the_lan_and_a_second_pair_stays_apart(la
         assert sum(follower["got"]["paths"]) > 200  # frames that came over the P2P path
 
 
-def test_lan_room_lists_only_same_room_sites_and_says_why_others_are_unusable(lan4):
-    """``diagnostics()`` (what doctor lan:NAME prints) explains every browsed peer."""
+def test_doctor_lan_lists_link_local_peers_and_says_why_one_cannot_be_used(lan4, tmp_path):
+    """``jitsi-teleop doctor lan:lab --role leader --secret-file KEY`` in one namespace, with
+    sites announcing in the others: the right follower is usable, and each other one comes
+    with its reason (same role, another key, another LAN room)."""
     key = Secret(bytes(range(32)))
+    other = Secret(bytes(range(7, 39)))
+    key_file = tmp_path / "lab.key"
+    key_file.write_text(format_key_file(key.key))
     h, a = lan4.hosts, lan4.addresses
 
-    def announce(role: str, room: str, addr: str, key_id: str):
+    def announce(sites):
         async def main():
-            lan = LanRoom(
-                LanConfig(room, role, key_id=key_id, nick=f"s{addr[-1]}@h", addresses=[addr])
-            )
-            await lan.join()
-            await asyncio.sleep(8)
-            await lan.close()
+            lans = [
+                LanRoom(LanConfig(room, role, key_id=k, nick=nick, addresses=[addr]))
+                for nick, role, room, k, addr in sites
+            ]
+            for lan in lans:
+                await lan.join()
+            await asyncio.sleep(10)
+            for lan in lans:
+                await lan.close()
 
         return main
 
     bg = [
-        start_in_netns(h[1], announce("follower", "lab", a[1], key.key_id)),
-        start_in_netns(h[2], announce("leader", "lab", a[2], key.key_id)),
-        start_in_netns(h[3], announce("follower", "other", a[3], key.key_id)),
+        start_in_netns(
+            h[1],
+            announce(
+                [
+                    ("good@h1", "follower", "lab", key.key_id, a[1]),
+                    ("otherkey@h1", "follower", "lab", other.key_id, a[1]),
+                ]
+            ),
+        ),
+        start_in_netns(h[2], announce([("lead2@h2", "leader", "lab", key.key_id, a[2])])),
+        start_in_netns(h[3], announce([("far@h3", "follower", "elsewhere", key.key_id, a[3])])),
     ]
-
-    async def look():
-        lan = LanRoom(LanConfig("lab", "leader", key_id=key.key_id, nick="me@h", addresses=[a[0]]))
-        await lan.join()
-        try:
-            await eventually(lambda: len(lan.directory.peers) >= 3, 20, "three peers")
-            return lan.diagnostics()
-        finally:
-            await lan.close()
-
-    diag = in_netns(h[0], look)
+    time.sleep(2)
+    cmd = [sys.executable, "-m", "jitsi_teleop.cli", "doctor", "lan:lab", "--role", "leader"]
+    cmd += ["--secret-file", str(key_file), "--lan-address", a[0], "--browse", "4", "--json"]
+    out = subprocess.run(h[0].argv(cmd), capture_output=True, text=True, timeout=60)
+    human = subprocess.run(h[0].argv(cmd[:-1]), capture_output=True, text=True, timeout=60)
     for f in bg:
         f.result(30)
-    by = {p["instance"]: p for p in diag["peers"]}
-    assert by["s3@h"]["usable"] and by["s3@h"]["role"] == "follower"
-    assert by["s3@h"]["key_id"] == key.key_id and by["s3@h"]["addresses"][0].startswith(a[1])
-    assert by["s4@h"]["problem"] == "same_role"
-    assert by["s5@h"]["problem"] == "other_room"
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    by = {p["instance"]: p for p in report["peers"]}
+    assert by["good@h1"]["usable"] and by["good@h1"]["role"] == "follower"
+    assert by["good@h1"]["key_id"] == key.key_id
+    assert by["good@h1"]["addresses"][0].startswith(a[1] + ":")
+    assert by["otherkey@h1"]["problem"] == "key_mismatch"
+    assert by["lead2@h2"]["problem"] == "same_role"
+    assert by["far@h3"]["problem"] == "other_room"
+    assert "good@h1" in human.stdout and "same role" in human.stdout
+    assert "another pairing key" in human.stdout and "another LAN room" in human.stdout

@@ -213,6 +213,12 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
         "transport, teleop; two ROS domains) instead of the in-process core; same script and "
         "report; --delay/--jitter/--loss act on the transports' fast path. Not with --room",
     )
+    p.add_argument(
+        "--lan",
+        action="store_true",
+        help="no server: the sites find each other over multicast DNS on loopback and pair "
+        "over XEP-0174 link-local streams (room lan:demo-...). Not with --room or --ros",
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="log details to stderr")
     p.set_defaults(run=_run_demo)
 
@@ -233,6 +239,7 @@ def _run_demo(args: argparse.Namespace) -> int:
         status=not args.no_status,
         insecure=args.insecure,
         ros=args.ros,
+        lan=args.lan,
     )
     return run_demo(opts)
 

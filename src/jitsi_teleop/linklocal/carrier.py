@@ -82,6 +82,8 @@ class LanConfig:
     robot: str = ""
     nick: str = ""  #: instance name ``user@machine`` (default: ``jt-<random>@<hostname>``)
     display_name: str = "jitsi-teleop"
+    #: drop-down: our nick in the Jitsi room we are also in (announced as ``jt.muc``)
+    muc_nick: str = ""
     port: int = 0  #: TCP port of our XML streams (0: any free port)
     addresses: list[str] | None = None  #: interfaces (None: every non-loopback IPv4 one)
     limits: StreamLimits = field(default_factory=StreamLimits)
@@ -294,6 +296,7 @@ class LanRoom:
                 key_id=cfg.key_id,
                 robot=cfg.robot,
                 nick=cfg.display_name[:60] or "jitsi-teleop",
+                muc=cfg.muc_nick,
             )
         try:
             got = await self.directory.start(presence)
@@ -323,6 +326,20 @@ class LanRoom:
         for srv in self._servers:
             srv.close()
         await self.directory.close()
+
+    def presence_of(self, instance: str) -> LanPresence | None:
+        """The parsed announcement of an occupant (None when unknown or unusable)."""
+        p = self.directory.peers.get(instance)
+        return p.presence if p is not None else None
+
+    def set_muc_nick(self, nick: str) -> None:
+        """Drop-down: announce our (new) nick in the Jitsi room."""
+        if nick == self.config.muc_nick:
+            return
+        self.config.muc_nick = nick
+        pr = self.directory.presence
+        if pr is not None and self.online:
+            self._spawn(self.directory.update(LanPresence(**{**pr.__dict__, "muc": nick})))
 
     # ------------------------------------------------------------ diagnostics -----------
     def diagnostics(self) -> dict[str, Any]:

@@ -142,6 +142,16 @@ class LanDirectory:
         )
         return presence
 
+    async def update(self, presence: LanPresence) -> None:
+        """Announce changed TXT keys (same name and port), e.g. a new room nick."""
+        if self._azc is None or self._info is None or self.presence is None:
+            return
+        presence = LanPresence(**{**presence.__dict__, "instance": self.presence.instance})
+        info = self._info
+        info.properties = presence.to_txt()  # type: ignore[misc]
+        await self._azc.async_update_service(info)
+        self.presence = presence
+
     async def close(self) -> None:
         self._closed = True
         for t in list(self._tasks):

@@ -67,6 +67,8 @@ class LanPresence:
     status: str = "avail"
     msg: str = ""
     version: str = "0"
+    #: drop-down: this site's nick in the Jitsi room it is also in (``jt.muc``)
+    muc: str = ""
 
     def to_txt(self) -> dict[str, str]:
         """Ordered as XEP-0174 asks: ``txtvers`` first."""
@@ -85,6 +87,8 @@ class LanPresence:
             txt["msg"] = self.msg
         if self.robot:
             txt["jt.robot"] = self.robot
+        if self.muc:
+            txt["jt.muc"] = self.muc
         return txt
 
 
@@ -137,6 +141,9 @@ def parse_presence(instance: str, port: int, raw: dict[bytes, bytes | None]) -> 
         raise TxtError("txt_malformed", f"jt.key {key[:20]!r} is not 12 hex digits")
     if not _ROBOT_RE.match(robot):
         raise TxtError("txt_malformed", f"jt.robot {robot[:70]!r}")
+    muc = props.get("jt.muc", "")
+    if not _ROBOT_RE.match(muc):
+        raise TxtError("txt_malformed", f"jt.muc {muc[:70]!r}")
     return LanPresence(
         instance=instance,
         port=port,
@@ -148,4 +155,5 @@ def parse_presence(instance: str, port: int, raw: dict[bytes, bytes | None]) -> 
         status=status,
         msg=_text(props, "msg"),
         version=_text(props, "jt.v", "0"),
+        muc=muc,
     )

@@ -57,6 +57,10 @@ DISCO_FEATURES = (NS_DISCO_INFO, NS_PING, NS_TELEOP)
 #: on the WebSocket transport, rounded up
 STREAM_SETUP_BYTES = 800
 
+#: unclaimed teleop signals kept for replay: per occupant, and occupants
+_UNCLAIMED_PER_NICK = 4
+_UNCLAIMED_NICKS = 128
+
 _JOIN_ERRORS = {
     "not-authorized": "wrong or missing room password",
     "not-allowed": "room creation refused by the server",
@@ -130,9 +134,10 @@ class Room:
         self.rtt: float | None = None
         #: monotonic time of the last successful (re)join: sessions measure pairing from it
         self.joined_at: float | None = None
-        #: recent teleop messages no handler claimed (a peer's first handshake can arrive
-        #: before the session that answers it is started): replayed to new handlers
-        self._unclaimed: deque[tuple[float, str, Message]] = deque(maxlen=64)
+        #: recent teleop signals no handler claimed (a peer's first handshake can arrive
+        #: before the session that answers it is started): replayed to new handlers. A few
+        #: per occupant, so that a flood from one cannot push out another's
+        self._unclaimed: dict[str, deque[tuple[float, Message]]] = {}
 
     # ---------------------------------------------------------------- public API -----------
     @property
@@ -174,20 +179,29 @@ class Room:
         True claims the message. Unclaimed messages are counted as ignored. ``replay``: first
         hand over teleop messages that nobody claimed in the last ``replay`` seconds."""
         self._handlers.append(handler)
-        if replay > 0 and self._unclaimed:
-            since = time.monotonic() - replay
-            kept: deque[tuple[float, str, Message]] = deque(maxlen=self._unclaimed.maxlen)
-            for t, nick, msg in self._unclaimed:
+        if replay > 0:
+            self.replay_unclaimed(handler, replay)
+        return lambda: self._handlers.remove(handler) if handler in self._handlers else None
+
+    def replay_unclaimed(self, handler: MessageHandler, within: float) -> None:
+        """Hand ``handler`` the teleop signals nobody claimed in the last ``within`` s, in
+        order; those it claims are forgotten."""
+        since = time.monotonic() - within
+        for nick, queue in list(self._unclaimed.items()):
+            kept: deque[tuple[float, Message]] = deque(maxlen=_UNCLAIMED_PER_NICK)
+            for t, msg in queue:
                 claimed = False
                 if t >= since:
                     try:
                         claimed = bool(handler(nick, msg))
                     except Exception:
                         log.exception("message handler failed")
-                if not claimed:
-                    kept.append((t, nick, msg))
-            self._unclaimed = kept
-        return lambda: self._handlers.remove(handler) if handler in self._handlers else None
+                if not claimed and t >= since:
+                    kept.append((t, msg))
+            if kept:
+                self._unclaimed[nick] = kept
+            else:
+                self._unclaimed.pop(nick, None)
 
     async def join(self) -> Occupant:
         """Connect, ask the focus (if configured), join; raise a RoomError subclass on failure.
@@ -680,12 +694,13 @@ class Room:
                 teleop = TeleopInfo(
                     role=tp["role"], robot=tp["robot"], key_id=tp["key"], version=tp["v"]
                 )
+                roster = self._building if self._building is not None else self._occupants
                 if teleop.key_id and any(
                     o.teleop is not None
                     and o.teleop.key_id == teleop.key_id
                     and o.teleop.role == teleop.role
                     and o.nick != nick
-                    for o in self._occupants.values()
+                    for o in roster.values()
                 ):
                     self.stats.key_conflicts += 1
                     log.warning("occupant %s claims role/key of another occupant", nick)
@@ -715,7 +730,11 @@ class Room:
                 return
         self.stats.ignored_messages += 1
         if msg.xml.find(f"{{{NS_TELEOP}}}signal") is not None:
-            self._unclaimed.append((time.monotonic(), nick, msg))
+            queue = self._unclaimed.pop(nick, None) or deque(maxlen=_UNCLAIMED_PER_NICK)
+            queue.append((time.monotonic(), msg))
+            self._unclaimed[nick] = queue  # most recent last
+            while len(self._unclaimed) > _UNCLAIMED_NICKS:
+                del self._unclaimed[next(iter(self._unclaimed))]
 
     def _on_occupant_iq(self, iq: Iq) -> None:
         """Answer what a well-behaved Jitsi participant must answer, within a small budget."""

@@ -6,6 +6,7 @@ direct LAN stream. The session's failover detection stays within its bound."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import struct
 import threading
 import time
@@ -199,12 +200,12 @@ def test_sites_paired_in_a_room_keep_streaming_over_the_lan_when_the_server_goes
     assert fr["via"] == "lan" and lr["via"] == "lan"
     # every switch the session detected, within its bound
     for side in (lr, fr):
-        for _at, _old, new, _reason, detection in side["events"]:
+        for _at, _old, _new, _reason, detection in side["events"]:
             if detection is not None:
                 assert detection <= side["bound"], side["events"]
     # report the longest hold the follower saw (not asserted as a timing: printed)
     window = [t for t in times if t > stopped - 1.0]
-    gaps = [b - a for a, b in zip(window, window[1:])]
+    gaps = [b - a for a, b in itertools.pairwise(window)]
     print(
         f"drop-down: follower's longest gap {max(gaps) * 1e3:.0f} ms "
         f"(bound {fr['bound'] * 1e3:.0f} ms)"

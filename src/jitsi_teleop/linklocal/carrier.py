@@ -53,6 +53,9 @@ from .txt import LanPresence, check_instance, check_lan_room
 log = logging.getLogger(__name__)
 
 LAN_PREFIX = "lan:"
+#: unclaimed teleop signals kept for replay: per sender, and senders (as the room does)
+_UNCLAIMED_PER_NICK = 4
+_UNCLAIMED_NICKS = 128
 _MESSAGE = f"{{{NS_CLIENT}}}message"
 _IQ = f"{{{NS_CLIENT}}}iq"
 _HOST_RE = re.compile(r"[^A-Za-z0-9_.\-]")
@@ -153,7 +156,7 @@ class LanRoom:
         self._occupants: dict[str, Occupant] = {}
         self._listeners: list[Callable[[RoomEvent], None]] = []
         self._handlers: list[Callable[[str, Message], bool]] = []
-        self._unclaimed: deque[tuple[float, str, Message]] = deque(maxlen=64)
+        self._unclaimed: dict[str, deque[tuple[float, Message]]] = {}
         #: monotonic time we were announced (sessions measure pairing from it)
         self.joined_at: float | None = None
         self._endpoints: dict[tuple[str, str], _Endpoint] = {}
@@ -193,24 +196,32 @@ class LanRoom:
     def add_message_handler(
         self, handler: Callable[[str, Message], bool], *, replay: float = 0.0
     ) -> Callable[[], None]:
-        """As ``Room.add_message_handler``: ``replay`` hands over the teleop signals nobody
-        claimed in the last ``replay`` seconds (a peer's first handshake can arrive before
-        the channel that answers it exists)."""
+        """As ``Room.add_message_handler``; ``replay``: first :meth:`replay_unclaimed`."""
         self._handlers.append(handler)
-        if replay > 0 and self._unclaimed:
-            since = time.monotonic() - replay
-            kept: deque[tuple[float, str, Message]] = deque(maxlen=self._unclaimed.maxlen)
-            for t, nick, msg in self._unclaimed:
+        if replay > 0:
+            self.replay_unclaimed(handler, replay)
+        return lambda: self._handlers.remove(handler) if handler in self._handlers else None
+
+    def replay_unclaimed(self, handler: Callable[[str, Message], bool], within: float) -> None:
+        """As ``Room.replay_unclaimed``: the teleop signals nobody claimed in the last
+        ``within`` s (a peer's first handshake can arrive before the channel that answers
+        it exists), a few per sender so one flooder cannot push out another's."""
+        since = time.monotonic() - within
+        for nick, queue in list(self._unclaimed.items()):
+            kept: deque[tuple[float, Message]] = deque(maxlen=_UNCLAIMED_PER_NICK)
+            for t, msg in queue:
                 claimed = False
                 if t >= since:
                     try:
                         claimed = bool(handler(nick, msg))
                     except Exception:
                         log.exception("message handler failed")
-                if not claimed:
-                    kept.append((t, nick, msg))
-            self._unclaimed = kept
-        return lambda: self._handlers.remove(handler) if handler in self._handlers else None
+                if not claimed and t >= since:
+                    kept.append((t, msg))
+            if kept:
+                self._unclaimed[nick] = kept
+            else:
+                self._unclaimed.pop(nick, None)
 
     async def wait_online(self, timeout: float | None = None) -> None:
         await asyncio.wait_for(self._online.wait(), timeout)
@@ -569,7 +580,11 @@ class LanRoom:
                     return
             self._count("ignored_messages")
             if el.find(f"{{{NS_TELEOP}}}signal") is not None:
-                self._unclaimed.append((time.monotonic(), s.peer, msg))
+                queue = self._unclaimed.pop(s.peer, None) or deque(maxlen=_UNCLAIMED_PER_NICK)
+                queue.append((time.monotonic(), msg))
+                self._unclaimed[s.peer] = queue  # most recent last
+                while len(self._unclaimed) > _UNCLAIMED_NICKS:
+                    del self._unclaimed[next(iter(self._unclaimed))]
         elif el.tag == _IQ:
             self._answer_iq(s, el)
         else:

@@ -147,9 +147,17 @@ class LanDirectory:
         if self._azc is None or self._info is None or self.presence is None:
             return
         presence = LanPresence(**{**presence.__dict__, "instance": self.presence.instance})
-        info = self._info
-        info.properties = presence.to_txt()  # type: ignore[misc]
+        old = self._info
+        info = AsyncServiceInfo(
+            SERVICE_TYPE,
+            old.name,
+            addresses=old.addresses,
+            port=old.port,
+            properties=presence.to_txt(),
+            server=old.server,
+        )
         await self._azc.async_update_service(info)
+        self._info = info
         self.presence = presence
 
     async def close(self) -> None:

@@ -13,6 +13,7 @@ import struct
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -213,3 +214,48 @@ def test_doctor_lan_lists_link_local_peers_and_says_why_one_cannot_be_used(lan4,
     assert by["far@h3"]["problem"] == "other_room"
     assert "good@h1" in human.stdout and "same role" in human.stdout
     assert "another pairing key" in human.stdout and "another LAN room" in human.stdout
+
+
+def test_the_transport_bridge_carries_topics_over_a_lan_room(lan4):
+    """What the transport node runs for ``room:=lan:NAME``: the bridge with a LanConfig makes
+    a LanRoom, pairs and carries the configured topics (the package's topic file) both ways."""
+    from jitsi_teleop.bridge.core import Bridge, Incoming, Outgoing
+    from jitsi_teleop.bridge.topics import load_topics
+
+    topics = load_topics(Path(__file__).resolve().parent.parent / "config" / "teleop_topics.yaml")
+    key = Secret(bytes(range(32)))
+    h, a = lan4.hosts, lan4.addresses
+
+    def bridge_site(role: str, addr: str):
+        async def main():
+            outgoing = [Outgoing(t, H, i + 1) for i, t in enumerate(topics.outgoing(role))]
+            incoming = [Incoming(t, H, "/peer/" + t.remote) for t in topics.incoming(role)]
+            got: dict[str, int] = {}
+
+            def deliver(inc, payload, info):
+                got[inc.spec.remote] = got.get(inc.spec.remote, 0) + 1
+
+            cfg = LanConfig("bridged", role, key_id=key.key_id, nick=f"{role}@br", addresses=[addr])
+            b = Bridge(cfg, session_config(), key, role, outgoing, incoming, deliver)
+            await b.connect()
+            try:
+                assert b.session is not None
+                await b.session.wait_paired(60)
+                deadline = time.monotonic() + 30
+                while time.monotonic() < deadline and len(got) < len(incoming):
+                    for i in range(len(outgoing)):
+                        b.send(i, bytes(64))
+                    await asyncio.sleep(0.05)
+                st = b.status()
+                return {"got": got, "room": b.room.room_jid, "connected": st.room_connected}
+            finally:
+                await b.close()
+
+        return main
+
+    lead = start_in_netns(h[0], bridge_site("leader", a[0]))
+    foll = start_in_netns(h[1], bridge_site("follower", a[1]))
+    lr, fr = lead.result(120), foll.result(120)
+    assert lr["room"] == "lan:bridged" and lr["connected"] and fr["connected"]
+    assert set(fr["got"]) == {t.remote for t in topics.outgoing("leader")}
+    assert set(lr["got"]) == {t.remote for t in topics.outgoing("follower")}

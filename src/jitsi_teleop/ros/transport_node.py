@@ -53,6 +53,7 @@ from jitsi_teleop.bridge.topics import (
     load_topics,
     peer_of,
 )
+from jitsi_teleop.carriers.dropdown import dropdown_lan_name
 from jitsi_teleop.linklocal.carrier import LanConfig, is_lan_room
 from jitsi_teleop.links.p2p import P2PConfig, loopback_only
 from jitsi_teleop.loop_thread import LoopThread
@@ -171,8 +172,24 @@ class TransportNode(Node):
             raise TransportError(f"room: {getattr(e, 'reason', None) or e}") from None
         self.room_jid = room_config.room_jid
         self.key_id = secret.key_id
+        dropdown = None
+        if p["lan_dropdown"] and not lan:
+            dropdown = LanConfig(
+                dropdown_lan_name(room_config.room),
+                self.role,
+                key_id=secret.key_id,
+                robot=p["robot"],
+                addresses=[a.strip() for a in p["lan_addresses"].split(",") if a.strip()] or None,
+            )
         self.bridge = Bridge(
-            room_config, session_config, secret, self.role, outgoing, incoming, self._republish
+            room_config,
+            session_config,
+            secret,
+            self.role,
+            outgoing,
+            incoming,
+            self._republish,
+            dropdown=dropdown,
         )
         self._reported: set[str] = set()
         self._told: tuple[str | None, int] = (None, 0)  # (peer reported, path events reported)
@@ -198,7 +215,12 @@ class TransportNode(Node):
                 "meeting URL, e.g. https://meet.example.org/MyRoom; or lan:NAME: no server, "
                 "find the peer on the LAN (XEP-0174 link-local)",
             ),
-            "lan_addresses": ("", "with room lan:NAME: IPv4 addresses to use (default: all)"),
+            "lan_addresses": ("", "LAN carrier: IPv4 addresses to use (default: all)"),
+            "lan_dropdown": (
+                False,
+                "in a Jitsi room, also announce on the LAN: when the peer is on the LAN too, "
+                "signalling and the slow path go over it and survive the server going away",
+            ),
             "room_name": ("", "room name (default: from the meeting URL)"),
             "domain": ("", "XMPP domain (with websocket_url or tcp: no config.js lookup)"),
             "muc_domain": ("", "MUC domain (default conference.<domain>)"),

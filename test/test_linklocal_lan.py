@@ -12,6 +12,7 @@ import json
 import struct
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -99,6 +100,7 @@ def site(role: str, room: str, secret: Secret, address: str, n: int = 300, linge
                     session.publish(7, struct.pack("<I", i) + bytes(40))
                 await asyncio.sleep(0.005)
             path_while_sending = session.path
+            streams_while_sending = lan.diagnostics()["streams"]
             st = session.stats()
             await asyncio.sleep(max(0.0, linger - (time.monotonic() - t0)))
             return {
@@ -106,6 +108,7 @@ def site(role: str, room: str, secret: Secret, address: str, n: int = 300, linge
                 "nick": lan.nick,
                 "path": path_while_sending,
                 "failovers": st.failovers,
+                "streams": streams_while_sending,
                 "got": got,
                 "peers": [o.nick for o in lan.peers],
                 "diag": lan.diagnostics(),
@@ -148,6 +151,8 @@ def test_two_sites_pair_and_stream_over_the_lan_and_a_second_pair_stays_apart(la
     other_rooms = {p["instance"]: p["problem"] for p in la["diag"]["peers"]}
     assert other_rooms[lb["nick"]] == "other_room" and other_rooms[fb["nick"]] == "other_room"
     for leader, follower in ((la, fa), (lb, fb)):
+        # both ends offer STARTTLS, so their XML streams run inside TLS
+        assert leader["streams"] and all(s["tls"] for s in leader["streams"])
         assert leader["path"] == PATH_P2P and follower["path"] == PATH_P2P
         # the reliable commands arrive all and in order; the latest stream mostly
         assert follower["got"]["/mode"] == list(range(10))
@@ -169,6 +174,8 @@ def test_doctor_lan_lists_link_local_peers_and_says_why_one_cannot_be_used(lan4,
     key_file.write_text(format_key_file(key.key))
     h, a = lan4.hosts, lan4.addresses
 
+    finished = threading.Event()
+
     def announce(sites):
         async def main():
             lans = [
@@ -177,7 +184,9 @@ def test_doctor_lan_lists_link_local_peers_and_says_why_one_cannot_be_used(lan4,
             ]
             for lan in lans:
                 await lan.join()
-            await asyncio.sleep(10)
+            deadline = time.monotonic() + 120
+            while not finished.is_set() and time.monotonic() < deadline:
+                await asyncio.sleep(0.1)
             for lan in lans:
                 await lan.close()
 
@@ -201,6 +210,7 @@ def test_doctor_lan_lists_link_local_peers_and_says_why_one_cannot_be_used(lan4,
     cmd += ["--secret-file", str(key_file), "--lan-address", a[0], "--browse", "4", "--json"]
     out = subprocess.run(h[0].argv(cmd), capture_output=True, text=True, timeout=60)
     human = subprocess.run(h[0].argv(cmd[:-1]), capture_output=True, text=True, timeout=60)
+    finished.set()
     for f in bg:
         f.result(30)
     assert out.returncode == 0, out.stderr
@@ -247,7 +257,13 @@ def test_the_transport_bridge_carries_topics_over_a_lan_room(lan4):
                         b.send(i, bytes(64))
                     await asyncio.sleep(0.05)
                 st = b.status()
-                return {"got": got, "room": b.room.room_jid, "connected": st.room_connected}
+                ss = b.session.stats()
+                return {
+                    "got": got,
+                    "room": b.room.room_jid,
+                    "connected": st.room_connected,
+                    "why": (ss.path, ss.problems, ss.counters, b.room.diagnostics()),
+                }
             finally:
                 await b.close()
 
@@ -257,5 +273,5 @@ def test_the_transport_bridge_carries_topics_over_a_lan_room(lan4):
     foll = start_in_netns(h[1], bridge_site("follower", a[1]))
     lr, fr = lead.result(120), foll.result(120)
     assert lr["room"] == "lan:bridged" and lr["connected"] and fr["connected"]
-    assert set(fr["got"]) == {t.remote for t in topics.outgoing("leader")}
+    assert set(fr["got"]) == {t.remote for t in topics.outgoing("leader")}, (fr["why"], lr["why"])
     assert set(lr["got"]) == {t.remote for t in topics.outgoing("follower")}

@@ -90,6 +90,8 @@ class LanConfig:
     port: int = 0  #: TCP port of our XML streams (0: any free port)
     addresses: list[str] | None = None  #: interfaces (None: every non-loopback IPv4 one)
     limits: StreamLimits = field(default_factory=StreamLimits)
+    #: offer and take STARTTLS on the XML streams (used where both ends offer it)
+    tls: bool = True
     #: the LAN has no server rate limit; this only keeps the slow path from flooding it
     rate_bytes_per_s: float = 4_000_000.0
     burst_bytes: float = 256 * 1024
@@ -113,6 +115,10 @@ class LanConfig:
             raise ValueError(f"role must be leader or follower: {self.teleop_role!r}")
         if self.addresses is not None:
             self.directory.addresses = list(self.addresses)
+        if self.tls and self.limits.tls_server is None:
+            from .tls import make_contexts
+
+            self.limits.tls_server, self.limits.tls_client = make_contexts(self.nick)
 
     @property
     def room_jid(self) -> str:
@@ -138,7 +144,9 @@ class _Endpoint:
     last_attempt: float = 0.0
 
     def stream(self) -> XmlStream | None:
-        live = [s for s in self.streams if s.open]
+        """The newest stream we may write to now (ours first: one the peer opened may be in
+        the middle of its STARTTLS)."""
+        live = sorted((s for s in self.streams if s.writable), key=lambda s: s.outbound)
         return live[-1] if live else None
 
 
@@ -377,14 +385,16 @@ class LanRoom:
                     "problem": problem,
                 }
             )
+        every = [x for ep in self._endpoints.values() for x in ep.streams] + list(self._incoming)
         streams = [
-            {"peer": s.peer, "address": s.address, "outbound": s.outbound, "in": s.stanzas_in}
-            for ep in self._endpoints.values()
-            for s in ep.streams
-            if s.open
-        ] + [
-            {"peer": s.peer, "address": s.address, "outbound": False, "in": s.stanzas_in}
-            for s in self._incoming
+            {
+                "peer": s.peer,
+                "address": s.address,
+                "outbound": s.outbound,
+                "tls": s.tls,
+                "in": s.stanzas_in,
+            }
+            for s in every
             if s.open
         ]
         counters = dict(self.directory.counters)

@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import logging
 import re
+import ssl
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Awaitable, Callable
@@ -35,6 +36,11 @@ STREAM_TAG = f"{{{NS_STREAM}}}stream"
 FEATURES_TAG = f"{{{NS_STREAM}}}features"
 ERROR_TAG = f"{{{NS_STREAM}}}error"
 CLOSE = b"</stream:stream>"
+NS_TLS = "urn:ietf:params:xml:ns:xmpp-tls"
+STARTTLS_TAG = f"{{{NS_TLS}}}starttls"
+PROCEED_TAG = f"{{{NS_TLS}}}proceed"
+FEATURES_TLS = f"<stream:features><starttls xmlns='{NS_TLS}'/></stream:features>".encode()
+FEATURES_NONE = b"<stream:features/>"
 #: markup XMPP forbids (RFC 6120 §11.1): DTDs and entity declarations (CDATA is allowed)
 _RESTRICTED = re.compile(rb"<!(?!\[CDATA\[)")
 
@@ -57,6 +63,10 @@ class StreamLimits:
     max_stanza_bytes: int = 256 * 1024
     #: bytes waiting in the socket's send buffer before further stanzas are dropped
     max_send_buffer: int = 1024 * 1024
+    #: STARTTLS (RFC 6120 §5) where both ends offer it: the server side offers it in its
+    #: stream features, the client side takes the offer. None: plaintext only.
+    tls_server: ssl.SSLContext | None = None
+    tls_client: ssl.SSLContext | None = None
 
 
 def stream_header(local: str, peer: str) -> bytes:
@@ -144,6 +154,12 @@ class XmlStream:
         self.stanzas_in = 0
         self.stanzas_out = 0
         self.dropped_out = 0
+        #: the stream runs inside TLS (negotiated with STARTTLS)
+        self.tls = False
+        #: recipient side: we offered STARTTLS, and the initiator has not yet taken it (TLS
+        #: up) nor declined it (a stanza in clear): nothing may be written meanwhile
+        self.tls_offered = False
+        self._settled = False
         self._reader = reader
         self._writer = writer
         self._parser = parser
@@ -158,13 +174,20 @@ class XmlStream:
     def open(self) -> bool:
         return not self._closed
 
+    @property
+    def writable(self) -> bool:
+        """Stanzas may be sent now (not in the middle of a STARTTLS negotiation)."""
+        return not self._closed and (
+            self.outbound or not self.tls_offered or self.tls or self._settled
+        )
+
     def start(self) -> None:
         self._task = asyncio.ensure_future(self._run())
 
     def send(self, data: bytes) -> bool:
         """Queue one serialized stanza; False (counted) when closed or the peer reads too
         slowly (the layer above resends what must arrive)."""
-        if self._closed:
+        if not self.writable:
             return False
         transport = self._writer.transport
         if transport.get_write_buffer_size() > self.limits.max_send_buffer:
@@ -189,6 +212,9 @@ class XmlStream:
                         reason = "eof"
                         break
                     for el in self._parser.feed(data):
+                        if el.tag == STARTTLS_TAG and not self.outbound:
+                            await self._upgrade()
+                            break
                         self._dispatch(el)
                     if self._parser.closed:
                         reason = "closed_by_peer"
@@ -210,12 +236,35 @@ class XmlStream:
             reason = "closed"
         self._finish(reason)
 
+    async def _upgrade(self) -> None:
+        """Recipient side of STARTTLS: proceed, TLS handshake, then the stream restarts
+        (the initiator's new header must name the same two ends)."""
+        ctx = self.limits.tls_server
+        if ctx is None or self.tls:
+            raise StreamError("tls_refused", "STARTTLS not offered", "policy-violation")
+        self._writer.write(f"<proceed xmlns='{NS_TLS}'/>".encode())
+        try:
+            await asyncio.wait_for(self._writer.start_tls(ctx), self.limits.open_timeout)
+        except (ssl.SSLError, OSError, asyncio.TimeoutError) as e:
+            raise StreamError("tls_failed", str(e)) from None
+        self._parser = _Parser(self.limits.max_stanza_bytes)
+        await _read_header(self._reader, self._parser, self.limits.open_timeout)
+        assert self._parser.header is not None
+        if (
+            self._parser.header.get("from") != self.peer
+            or self._parser.header.get("to") != self.local
+        ):
+            raise StreamError("from_mismatch", "restarted stream names other ends", "invalid-from")
+        self._writer.write(stream_header(self.local, self.peer) + FEATURES_NONE)
+        self.tls = True
+
     def _dispatch(self, el: ET.Element) -> None:
         if el.tag == ERROR_TAG:
             cond = next((c.tag.split("}")[-1] for c in el), "undefined")
             raise StreamError("peer_stream_error", cond)
-        if el.tag == FEATURES_TAG:  # we negotiate nothing; features are not stanzas
+        if el.tag == FEATURES_TAG:  # features are not stanzas
             return
+        self._settled = True  # a stanza in clear: the initiator did not take STARTTLS
         self.stanzas_in += 1
         if self.on_stanza is not None:
             try:
@@ -310,8 +359,10 @@ async def accept(
         raise refuse(StreamError("wrong_to", f"to={to[:80]!r}", "host-unknown"))
     if not frm or not await identify(frm, source):
         raise refuse(StreamError("from_mismatch", f"from={frm[:80]!r} at {source}", "invalid-from"))
-    writer.write(stream_header(local, frm) + b"<stream:features/>")
+    features = FEATURES_TLS if limits.tls_server is not None else FEATURES_NONE
+    writer.write(stream_header(local, frm) + features)
     stream = XmlStream(reader, writer, parser, local, frm, limits, outbound=False, initial=early)
+    stream.tls_offered = limits.tls_server is not None
     return stream
 
 
@@ -331,23 +382,72 @@ async def connect(
         raise StreamError("connect_failed", f"{host}:{port}: {e}") from e
     parser = _Parser(limits.max_stanza_bytes)
     writer.write(stream_header(local, peer))
+    tls = False
     try:
         early = await _read_header(reader, parser, limits.open_timeout)
-        assert parser.header is not None
-        frm = parser.header.get("from")
-        if frm is not None and frm != peer:
-            raise StreamError("from_mismatch", f"peer answered as {frm[:80]!r}", "invalid-from")
+        _check_answer(parser, peer)
+        if limits.tls_client is not None:
+            # the recipient sends its features right after its header: take a TLS offer
+            features = await _read_until(reader, parser, FEATURES_TAG, early, limits)
+            if features.find(STARTTLS_TAG) is not None:
+                writer.write(f"<starttls xmlns='{NS_TLS}'/>".encode())
+                answer = await _read_until(reader, parser, None, [], limits)
+                if answer.tag != PROCEED_TAG:
+                    raise StreamError("tls_failed", f"answer to starttls: {answer.tag}")
+                try:
+                    await asyncio.wait_for(writer.start_tls(limits.tls_client), limits.open_timeout)
+                except (ssl.SSLError, OSError, asyncio.TimeoutError) as e:
+                    raise StreamError("tls_failed", str(e)) from None
+                parser = _Parser(limits.max_stanza_bytes)
+                writer.write(stream_header(local, peer))
+                early = await _read_header(reader, parser, limits.open_timeout)
+                _check_answer(parser, peer)
+                tls = True
     except StreamError as e:
         with contextlib.suppress(Exception):
             if e.condition:
                 writer.write(stream_error(e.condition))
             writer.close()
         raise
-    # stream features (empty or not: we negotiate nothing) are not stanzas
+    # stream features (we negotiate nothing more) are not stanzas
     early = [el for el in early if el.tag != FEATURES_TAG]
     stream = XmlStream(reader, writer, parser, local, peer, limits, outbound=True, initial=early)
-    stream.on_stanza = None
+    stream.tls = tls
     return stream
+
+
+def _check_answer(parser: _Parser, peer: str) -> None:
+    assert parser.header is not None
+    frm = parser.header.get("from")
+    if frm is not None and frm != peer:
+        raise StreamError("from_mismatch", f"peer answered as {frm[:80]!r}", "invalid-from")
+
+
+async def _read_until(
+    reader: asyncio.StreamReader,
+    parser: _Parser,
+    tag: str | None,
+    pending: list[ET.Element],
+    limits: StreamLimits,
+) -> ET.Element:
+    """The first element with ``tag`` (any element when None), taken out of ``pending``
+    (elements already parsed) or read from the stream within ``open_timeout``."""
+    deadline = time.monotonic() + limits.open_timeout
+    while True:
+        for el in pending:
+            if tag is None or el.tag == tag:
+                pending.remove(el)
+                return el
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise StreamError("open_timeout", f"no {tag or 'answer'} within the open timeout")
+        try:
+            data = await asyncio.wait_for(reader.read(4096), left)
+        except asyncio.TimeoutError:
+            continue
+        if not data:
+            raise StreamError("eof", "closed during stream negotiation")
+        pending += parser.feed(data)
 
 
 def is_features(el: ET.Element) -> bool:

@@ -126,6 +126,7 @@ class Room:
         self._grace: dict[str, float] = {}
         self._grace_task: asyncio.Task | None = None
         self._closing = False
+        self._renaming = False
         self._ever_joined = False
         self._tasks: set[asyncio.Task] = set()
         self._ping_task: asyncio.Task | None = None
@@ -354,6 +355,15 @@ class Room:
         except IqTimeout as e:
             raise RoomError("could not set room password: no answer") from e
         self.config.password = password
+
+    def change_nick(self, nick: str) -> None:
+        """Take another nick in the room (XEP-0045 §7.6); listeners get ``RoomJoined`` with
+        the new one (peers see our old occupant leave and a new one join)."""
+        if not nick or "/" in nick:
+            raise ValueError(f"invalid nick {nick!r}")
+        pres = self._presence(initial=False)
+        pres["to"] = self.occupant_jid(nick)
+        self._send_charged(pres)
 
     def announce(self) -> None:
         """Re-send our presence (e.g. after changing robot/key): peers re-read it."""
@@ -646,6 +656,10 @@ class Room:
             old = roster.pop(nick, None)
             if roster is self._occupants:
                 self._grace.pop(nick, None)
+            if 303 in codes and (110 in codes or nick == self.nick):
+                # our own nick change (XEP-0045 §7.6): the new self-presence follows
+                self._renaming = True
+                return
             if 110 in codes or nick == self.nick:
                 if self.online and not self._closing:
                     # kicked or the room went away: rejoin like after a reconnect
@@ -664,7 +678,14 @@ class Room:
         is_self = 110 in codes
         occ = self._parse_occupant(pres, nick, is_self)
         if is_self:
+            renamed = self._renaming and nick != self.nick
+            self._renaming = False
             self.nick = nick
+            if renamed:
+                roster[nick] = occ
+                log.info("now %s in the room", nick)
+                self._emit(RoomJoined(nick, rejoin=True))  # peers see a new occupant
+                return
         old = roster.get(nick)
         roster[nick] = occ
         if roster is self._occupants:
@@ -771,21 +792,25 @@ class Room:
         self._send_budgeted(reply)
 
     def _from_focus(self, sender: JID) -> bool:
-        """The deployment's real focus, never a nick: the focus component address we asked
-        for the conference, the focus's real JID it named in its answer, or the room occupant
-        whose server-set real JID is that focus. Any occupant can call itself "focus"."""
+        """The deployment's real focus, never a nick: an address of the focus component we
+        asked for the conference (the server stamps ``from``; only the component sends from
+        its domain), the focus's real JID it named in its answer, or the room occupant whose
+        server-set real JID is one of those. Any occupant can call itself "focus"."""
         cfg = self.config
         if not cfg.focus:
             return False
-        focus_jids = {JID(cfg.focus).bare}
+        domains = {JID(cfg.focus).domain}
+        jids = set()
         if self.focus_reply is not None and self.focus_reply.focus_jid:
-            focus_jids.add(JID(self.focus_reply.focus_jid).bare)
-        if sender.bare in focus_jids:
-            return True
+            jids.add(JID(self.focus_reply.focus_jid).bare)
+
+        def is_focus(j: JID) -> bool:
+            return j.domain in domains or j.bare in jids
+
         if sender.bare == self.room_jid:
             occ = self._occupants.get(sender.resource)
-            return occ is not None and occ.jid is not None and JID(occ.jid).bare in focus_jids
-        return False
+            return occ is not None and occ.jid is not None and is_focus(JID(occ.jid))
+        return is_focus(sender)
 
     def _decline_jingle(self, iq: Iq) -> None:
         """Jicofo invites every occupant to a media session; we carry no media, so we decline

@@ -4,6 +4,8 @@ distro's API: Humble's TopicEndpointInfo has no ``topic_type_hash``; Iron and la
 
 from __future__ import annotations
 
+import pytest
+
 from jitsi_teleop.ros.distro import (
     Endpoint,
     GraphHashCheck,
@@ -56,6 +58,7 @@ def test_humble_endpoint_info_has_no_hash_and_the_check_says_so_quietly():
     assert c.done and c.unavailable and c.mismatches == []
 
 
+@pytest.mark.ros
 def test_this_rclpy_has_hashes_in_the_graph():
     """The wheels under test are Jazzy or Kilted (Iron and later)."""
     assert graph_has_type_hashes()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import json
 import time
 from pathlib import Path
 
@@ -69,6 +70,18 @@ def test_computed_hashes_equal_what_the_middleware_reports():
         node.destroy_node()
     finally:
         rclpy.shutdown(context=ctx)
+
+
+def test_every_wheel_set_gives_the_same_hashes():
+    """The hashes of the common types, recorded from the Jazzy wheels (where the test above
+    shows them equal to the middleware's), are what this distro computes too: a site on one
+    distro can carry these types to a site on the other. A definition that changes in a new
+    release shows up here by name."""
+    recorded = json.loads((ROOT / "test" / "fixtures" / "rihs01_common.json").read_text())
+    types = common_types()
+    assert sorted(recorded) == types
+    changed = {t: (recorded[t], type_hash(t)) for t in types if type_hash(t) != recorded[t]}
+    assert not changed, f"definitions differ from the recorded ones: {sorted(changed)}"
 
 
 def test_the_description_follows_rosidl_field_types():

@@ -10,12 +10,13 @@ setup:
 	@bash scripts/setup-dev.sh
 
 # Each ROS distro whose wheels are on PyPI: the whole suite on Jazzy, then the tests that touch
-# rclpy or the message packages (marker `ros`) on Kilted. Each leg prints its wall time.
+# rclpy or the message packages (marker `ros`) on Kilted. Each leg prints its wall time; both
+# legs run even when the first fails.
 KILTED_VENV ?= .venv-kilted
 
 test: setup
 	$(PY) -m ruff check src test bench launch
-	@$(MAKE) --no-print-directory test-jazzy test-kilted
+	@$(MAKE) --no-print-directory --keep-going test-jazzy test-kilted
 
 test-jazzy:
 	@t0=$$(date +%s); $(PY) -m pytest; rc=$$?; \

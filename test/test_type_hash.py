@@ -10,6 +10,8 @@ from __future__ import annotations
 import importlib
 import inspect
 import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -185,3 +187,23 @@ def test_a_field_type_rihs01_cannot_describe_is_refused_by_name():
 
     with pytest.raises(TypeHashError, match=r"\.n: RIHS01 has no field type for 'long'"):
         type_hash(Long)
+
+
+def test_the_command_prints_what_the_transport_announces():
+    """What a user runs at each site to compare hashes when the peer refuses a topic."""
+    cmd = [sys.executable, "-m", "jitsi_teleop.ros.type_hash"]
+    ok = subprocess.run(
+        [*cmd, "sensor_msgs/msg/JointState", "std_msgs/msg/Bool"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout.splitlines() == [
+        f"sensor_msgs/msg/JointState {type_hash('sensor_msgs/msg/JointState')}",
+        f"std_msgs/msg/Bool {type_hash('std_msgs/msg/Bool')}",
+    ]
+    bad = subprocess.run([*cmd, "nope_msgs/msg/X"], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "nope_msgs/msg/X is not installed" in bad.stderr
+    usage = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert usage.returncode == 2 and "usage:" in usage.stderr

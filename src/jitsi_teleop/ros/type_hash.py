@@ -164,3 +164,27 @@ def type_hash(msg: Any) -> str:
     """``RIHS01_<64 hex>`` of ``msg`` (a class or ``pkg/msg/Type``), what ``ros2 topic info -v``
     shows on Iron and later; the same computation on Humble, whose graph has none."""
     return _hash_of(message_class(msg) if isinstance(msg, str) else msg)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python3 -m jitsi_teleop.ros.type_hash pkg/msg/Type ...``: each type's RIHS01 hash as
+    this site computes and announces it, to compare with the peer's (also on Humble, whose
+    ``ros2 topic info -v`` shows none)."""
+    import sys
+
+    names = sys.argv[1:] if argv is None else argv
+    if not names:
+        print("usage: python3 -m jitsi_teleop.ros.type_hash pkg/msg/Type ...", file=sys.stderr)
+        return 2
+    status = 0
+    for name in names:
+        try:
+            print(f"{name} {type_hash(name)}")
+        except TypeHashError as e:
+            print(f"{name}: {e}", file=sys.stderr)
+            status = 2
+    return status
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -24,6 +24,8 @@ from typing import Any
 
 from dexter_driver.client import ClientConfig, DexterClient
 from dexter_driver.sim import DexterSim, SimConfig
+from jitsi_teleop.carriers.lan import make_room, session_carrier
+from jitsi_teleop.linklocal.carrier import LanConfig, LanRoom
 from jitsi_teleop.links.p2p import P2PConfig
 from jitsi_teleop.pairing import Secret
 from jitsi_teleop.relay_faces import ipv4_loopback, remote_advertise
@@ -63,6 +65,7 @@ class SiteConfig:
     relay_port: int | None = None  #: the parent's relay face server, when impaired
     relay_side: str = "a"
     p2p_wait_s: float = 30.0
+    lan: bool = False  #: ``room`` holds LanConfig fields: no server, XEP-0174 on the LAN
 
 
 def _session_config(cfg: SiteConfig) -> SessionConfig:
@@ -129,17 +132,17 @@ async def run_site(cfg: SiteConfig, link: ParentLink) -> None:
     sim = DexterSim(SimConfig(port=0))
     await sim.start()
     client = DexterClient("127.0.0.1", sim.port, ClientConfig(timeout_s=ROBOT_TIMEOUT_S))
-    room: Room | None = None
+    room: Room | LanRoom | None = None
     session: Session | None = None
     role: LeaderRole | FollowerRole
     try:
         await client.start()
         cls = LeaderRole if cfg.role == "leader" else FollowerRole
         role = cls(scenario, client, sim, cfg.control_hz)
-        room = Room(RoomConfig(**cfg.room))
+        room = make_room(LanConfig(**cfg.room) if cfg.lan else RoomConfig(**cfg.room))
         streams = m.Streams(cfg.hashes, cfg.control_hz / cfg.send_every)
         session = Session(
-            room,
+            session_carrier(room),
             _session_config(cfg),
             Secret(bytes.fromhex(cfg.secret_hex)),
             cfg.role,
@@ -233,9 +236,19 @@ async def _status_loop(role: LeaderRole | FollowerRole, session: Session, link: 
                 "rx_hz": rate,
                 "latency_ms": sorted(recent)[len(recent) // 2] if recent else None,
                 "age_ms": min(ages) / 1e3 if ages else None,
+                "refused": _refused(snap.refusals),
+                "unproven": snap.refusals.get("unproven_claimants", 0),
                 **role.status(),
             }
         )
+
+
+def _refused(refusals: dict[str, int]) -> int:
+    """Everything the room tried that this site refused (not the bookkeeping entries)."""
+    return sum(v for k, v in refusals.items() if k not in _NOT_REFUSALS)
+
+
+_NOT_REFUSALS = ("unproven_claimants", "candidates", "offers")
 
 
 async def _report(
@@ -264,6 +277,7 @@ async def _report(
         "streams": _stream_counts(session),
         "rtt_ms": {k: (v / 1e3 if v is not None else None) for k, v in snap.rtt_us.items()},
         "failovers": snap.failovers,
+        "pairing": {"timings": snap.timings, "refusals": snap.refusals},
         "path_events": [
             {"at": e.at, "old": e.old, "new": e.new, "reason": e.reason}
             for e in session.path_events

@@ -37,6 +37,8 @@ class DoctorReport:
     kind: str = "ok"
     reason: str = ""
     transport: str = ""
+    #: why that transport: config.js/parameters, and a WebSocket-to-BOSH fallback if any
+    transport_reason: str = ""
     domain: str = ""
     room_jid: str = ""
     nick: str = ""
@@ -44,6 +46,12 @@ class DoctorReport:
     focus_ready: bool | None = None
     endpoints: list[dict[str, Any]] = field(default_factory=list)
     other_occupants: int = 0
+    #: occupants per claimed teleop role: more than one means someone copies a presence
+    role_claims: dict[str, int] = field(default_factory=dict)
+    #: occupants that may kick (moderators) and owners, who may also lock the room
+    moderators: list[str] = field(default_factory=list)
+    #: what our own occupant refused while the checks ran (flooding, forged presences)
+    refusals: dict[str, int] = field(default_factory=dict)
     ice_servers: list[dict[str, Any]] = field(default_factory=list)
     rtt_server_ms: float | None = None
     rtt_room_ms: float | None = None
@@ -68,6 +76,8 @@ class DoctorReport:
                 f"  room        {self.room_jid} via {self.transport}"
                 + (f" as {self.nick}" if self.nick else "")
             )
+        if self.transport_reason:
+            lines.append(f"  transport   {self.transport_reason}")
         if self.focus:
             state = {True: "ready", False: "not ready", None: "absent (joined without it)"}
             lines.append(f"  focus       {self.focus}: {state[self.focus_ready]}")
@@ -81,6 +91,19 @@ class DoctorReport:
                     f"    {e['nick']}  {e['role']:<8} robot={e['robot'] or '-'} "
                     f"key={e['key_id'] or '-'}"
                 )
+        for role, n in sorted(self.role_claims.items()):
+            if n > 1:
+                lines.append(
+                    f"  claims      {n} occupants claim the {role} role: at most one holds the "
+                    "key, the others are impostors or stale sessions (pairing refuses them)"
+                )
+        if self.moderators:
+            lines.append(f"  moderators  {', '.join(self.moderators)} (may kick; owners may lock)")
+        refused = {k: v for k, v in self.refusals.items() if v}
+        if refused:
+            lines.append(
+                "  refused     " + ", ".join(f"{k} {v}" for k, v in sorted(refused.items()))
+            )
         if self.ok:
             lines.append(f"  ice servers {len(self.ice_servers)}")
             for s in self.ice_servers:
@@ -99,6 +122,7 @@ class DoctorReport:
 class DoctorOptions:
     meeting_url: str | None = None
     websocket: str | None = None
+    bosh: str | None = None  # forces BOSH (with --websocket too: WebSocket, then BOSH)
     tcp: str | None = None  # host:port
     domain: str | None = None
     muc: str | None = None
@@ -113,7 +137,7 @@ class DoctorOptions:
     require_turn: bool = False
 
 
-async def _build_config(opts: DoctorOptions) -> RoomConfig:
+async def _build_config(opts: DoctorOptions, report: DoctorReport | None = None) -> RoomConfig:
     common: dict[str, Any] = dict(
         password=opts.password,
         token=opts.token,
@@ -139,8 +163,11 @@ async def _build_config(opts: DoctorOptions) -> RoomConfig:
             domain=opts.domain,
             muc_domain=opts.muc,
             websocket_url=opts.websocket,
+            bosh_url=opts.bosh,
             focus=opts.focus,
         )
+        if report is not None:
+            report.transport_reason = settings.transport_reason
         over: dict[str, Any] = dict(common)
         if opts.room:
             over["room"] = opts.room
@@ -149,13 +176,22 @@ async def _build_config(opts: DoctorOptions) -> RoomConfig:
         if opts.no_focus:
             over["focus"] = None
         return settings.room_config(**over)
-    if not (opts.domain and opts.room and (opts.websocket or tcp_host)):
-        raise ValueError("give a meeting URL, or --domain, --room and --websocket or --tcp")
+    if not (opts.domain and opts.room and (opts.websocket or opts.bosh or tcp_host)):
+        raise ValueError("give a meeting URL, or --domain, --room and --websocket, --bosh or --tcp")
+    if report is not None and not tcp_host:
+        report.transport_reason = (
+            "--websocket, BOSH as fallback"
+            if opts.websocket and opts.bosh
+            else "--bosh given: BOSH forced"
+            if opts.bosh
+            else "--websocket given"
+        )
     return RoomConfig(
         room=opts.room,
         domain=opts.domain,
         muc_domain=opts.muc or "",
         websocket_url=None if tcp_host else opts.websocket,
+        bosh_url=None if tcp_host else opts.bosh,
         tcp_host=tcp_host,
         tcp_port=tcp_port or 5222,
         focus=None if opts.no_focus else opts.focus,
@@ -181,7 +217,7 @@ async def _checks(opts: DoctorOptions, report: DoctorReport) -> None:
     from .room import Room
 
     try:
-        config = await _build_config(opts)
+        config = await _build_config(opts, report)
     except ValueError as e:
         report.kind, report.reason = "usage", str(e)
         return
@@ -192,6 +228,8 @@ async def _checks(opts: DoctorOptions, report: DoctorReport) -> None:
         f"tcp {config.tcp_host}:{config.tcp_port}"
         if config.tcp_host
         else f"websocket {config.websocket_url}"
+        if config.websocket_url
+        else f"bosh {config.bosh_url}"
     )
     report.domain, report.room_jid, report.focus = config.domain, config.room_jid, config.focus
     room = Room(config)
@@ -201,6 +239,7 @@ async def _checks(opts: DoctorOptions, report: DoctorReport) -> None:
         except RoomError as e:
             report.kind, report.reason = e.kind, e.reason
             return
+        _report_transport(room, report)
         report.nick = room.nick
         if config.focus:
             report.focus_ready = room.focus_reply.ready if room.focus_reply else None
@@ -219,6 +258,13 @@ async def _checks(opts: DoctorOptions, report: DoctorReport) -> None:
             if o.teleop is not None and not o.is_self
         ]
         report.other_occupants = sum(1 for o in occupants if o.teleop is None and not o.is_self)
+        for e in report.endpoints:
+            report.role_claims[e["role"]] = report.role_claims.get(e["role"], 0) + 1
+        report.moderators = [
+            f"{o.nick} ({o.affiliation if o.affiliation in ('owner', 'admin') else o.muc_role})"
+            for o in occupants
+            if not o.is_self and (o.muc_role == "moderator" or o.affiliation in ("owner", "admin"))
+        ]
         try:
             servers = await room.ice_servers(timeout=5.0)
         except Exception as e:
@@ -248,7 +294,24 @@ async def _checks(opts: DoctorOptions, report: DoctorReport) -> None:
             return
         report.ok = True
     finally:
+        st = room.stats
+        report.refusals = {
+            "invalid_presences": st.invalid_presences,
+            "key_conflicts": st.key_conflicts,
+            "iq_dropped": st.iq_dropped,
+            "ignored_messages": st.ignored_messages,
+        }
         await room.close()
+
+
+def _report_transport(room: Any, report: DoctorReport) -> None:
+    """The transport the join really used, and why (a WebSocket may have fallen back)."""
+    choice = getattr(room.xmpp.connector, "choice", None) if room.xmpp is not None else None
+    if choice is None:
+        return
+    report.transport = f"{choice.kind} {choice.url}"
+    reasons = [r for r in (report.transport_reason, choice.reason) if r]
+    report.transport_reason = "; ".join(reasons)
 
 
 async def _room_rtt(room: Any, link_cls: Any, samples: int = 3) -> float | None:

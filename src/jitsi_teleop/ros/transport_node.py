@@ -52,9 +52,12 @@ from jitsi_teleop.bridge.topics import (
     load_topics,
     peer_of,
 )
+from jitsi_teleop.carriers.dropdown import dropdown_lan_name
+from jitsi_teleop.linklocal.carrier import LanConfig, is_lan_room
 from jitsi_teleop.links.p2p import P2PConfig, loopback_only
 from jitsi_teleop.loop_thread import LoopThread
 from jitsi_teleop.relay_faces import ipv4_loopback, remote_advertise
+from jitsi_teleop.room.config import RoomConfig
 from jitsi_teleop.ros.common import spin_node
 from jitsi_teleop.ros.distro import Endpoint, GraphHashCheck
 from jitsi_teleop.ros.type_hash import TypeHashError, type_hash
@@ -140,6 +143,7 @@ class TransportNode(Node):
         opts = RoomOptions(
             meeting_url=p["room"],
             websocket_url=p["websocket_url"],
+            bosh_url=p["bosh_url"],
             tcp=p["tcp"],
             domain=p["domain"],
             muc_domain=p["muc_domain"],
@@ -149,26 +153,60 @@ class TransportNode(Node):
             insecure=p["insecure"],
         )
         room_hint = opts.room or opts.meeting_url.rstrip("/").rsplit("/", 1)[-1]
+        lan = is_lan_room(p["room"])  # room:=lan:NAME: serverless, XEP-0174 on the LAN
+        if lan:
+            room_hint = p["room"].strip().lower()
         try:
             secret = load_site_secret(p["secret_file"], room_hint)
         except SiteError as e:
             raise TransportError(str(e)) from None
         p2p = self._p2p_config(p["loopback_only"], p["impairment_relay"])
-        session_config = SessionConfig(p2p=p2p, discover_ice_servers=p["stun_turn"])
+        session_config = SessionConfig(
+            p2p=p2p, discover_ice_servers=p["stun_turn"], lock_room=p["lock_room"]
+        )
         self._loop = LoopThread("transport-asyncio")
         try:
-            room_config = self._loop.run(
-                resolve_room(opts, self.role, secret.key_id, p["robot"]), timeout=30
-            )
+            room_config: RoomConfig | LanConfig
+            if lan:
+                room_config = LanConfig(
+                    p["room"],
+                    self.role,
+                    key_id=secret.key_id,
+                    robot=p["robot"],
+                    display_name=f"jitsi-teleop {self.role}",
+                    addresses=[a.strip() for a in p["lan_addresses"].split(",") if a.strip()]
+                    or None,
+                )
+            else:
+                room_config = self._loop.run(
+                    resolve_room(opts, self.role, secret.key_id, p["robot"]), timeout=30
+                )
         except Exception as e:
             self._loop.stop()
             raise TransportError(f"room: {getattr(e, 'reason', None) or e}") from None
         self.room_jid = room_config.room_jid
         self.key_id = secret.key_id
+        dropdown = None
+        if p["lan_dropdown"] and not lan:
+            dropdown = LanConfig(
+                dropdown_lan_name(room_config.room),
+                self.role,
+                key_id=secret.key_id,
+                robot=p["robot"],
+                addresses=[a.strip() for a in p["lan_addresses"].split(",") if a.strip()] or None,
+            )
         self.bridge = Bridge(
-            room_config, session_config, secret, self.role, outgoing, incoming, self._republish
+            room_config,
+            session_config,
+            secret,
+            self.role,
+            outgoing,
+            incoming,
+            self._republish,
+            dropdown=dropdown,
         )
         self._reported: set[str] = set()
+        self._told: tuple[str | None, int] = (None, 0)  # (peer reported, path events reported)
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._runner = self._loop.submit(self._run(p["diagnostics_period"]))
         self._started = True
@@ -187,11 +225,26 @@ class TransportNode(Node):
             "role": ("leader", "leader or follower"),
             "config": ("", "topic YAML (default: the package's config/teleop_topics.yaml)"),
             "peer_prefix": ("", "where the peer's topics appear (default /<peer role>)"),
-            "room": ("", "meeting URL, e.g. https://meet.example.org/MyRoom"),
+            "room": (
+                "",
+                "meeting URL, e.g. https://meet.example.org/MyRoom; or lan:NAME: no server, "
+                "find the peer on the LAN (XEP-0174 link-local)",
+            ),
+            "lan_addresses": ("", "LAN carrier: IPv4 addresses to use (default: all)"),
+            "lan_dropdown": (
+                False,
+                "in a Jitsi room, also announce on the LAN: when the peer is on the LAN too, "
+                "signalling and the slow path go over it and survive the server going away",
+            ),
             "room_name": ("", "room name (default: from the meeting URL)"),
             "domain": ("", "XMPP domain (with websocket_url or tcp: no config.js lookup)"),
             "muc_domain": ("", "MUC domain (default conference.<domain>)"),
             "websocket_url": ("", "XMPP WebSocket URL (ws:// or wss://)"),
+            "bosh_url": (
+                "",
+                "XMPP BOSH URL (http(s)://HOST/http-bind): forces BOSH (with websocket_url: "
+                "WebSocket first, BOSH if it cannot be opened)",
+            ),
             "tcp": ("", "host:port: plain XMPP over TCP instead of WebSocket"),
             "focus": ("", "focus component JID (empty: none, or config.js's)"),
             "password": ("", "room password (prefer $JITSI_TELEOP_ROOM_PASSWORD)"),
@@ -204,6 +257,11 @@ class TransportNode(Node):
                 "--ros --delay ...): the fast path goes through the relay; 0 = off",
             ),
             "stun_turn": (True, "ask the server for STUN/TURN (XEP-0215)"),
+            "lock_room": (
+                False,
+                "while paired, lock the room with a random password (only when this site owns "
+                "or moderates the room; the peer gets the password sealed, to rejoin)",
+            ),
             "robot": ("dexter", "robot name announced in presence"),
             "diagnostics_period": (1.0, "s between /diagnostics messages"),
         }
@@ -301,6 +359,7 @@ class TransportNode(Node):
         while not self._closing:
             status = self.bridge.status()
             self._report_problems(status)
+            self._report_pairing(status)
             self._publish_diagnostics(status)
             await asyncio.sleep(period)
 
@@ -313,6 +372,32 @@ class TransportNode(Node):
             if text not in self._reported:
                 self._reported.add(text)
                 self.get_logger().error(text)
+
+    def _report_pairing(self, status: BridgeStatus | None) -> None:
+        """INFO: whom we paired with and how long it took, every path change and why."""
+        session = self.bridge.session
+        if status is None or session is None:
+            return
+        s = status.session
+        peer, seen = self._told
+        log = self.get_logger()
+        if s.paired and s.peer != peer:
+            t = s.timings.get("join_to_paired_s")
+            took = "" if t is None else f" {t:.2f} s after joining"
+            unproven = s.refusals.get("unproven_claimants", 0)
+            extra = f"; {unproven} occupant(s) claimed its role and could not prove it" * bool(
+                unproven
+            )
+            log.info(f"paired with {peer_of(self.role)} {s.peer}{took}{extra}")
+        elif not s.paired and peer is not None:
+            log.warning(f"{peer_of(self.role)} {peer} gone; pairing again")
+        events = session.path_events
+        for ev in events[seen:]:
+            why = "" if ev.detection_s is None else f", detected after {ev.detection_s:.2f} s"
+            log.info(f"path {ev.old} -> {ev.new}: {ev.reason}{why}")
+            if ev.new == PATH_P2P and s.timings.get("join_to_fast_path_s") is not None:
+                log.info(f"fast path up {s.timings['join_to_fast_path_s']:.2f} s after joining")
+        self._told = (s.peer if s.paired else None, len(events))
 
     def _publish_diagnostics(self, status: BridgeStatus | None) -> None:
         if self._closing or not self.context.ok():
@@ -344,6 +429,10 @@ def _us(us: float | None) -> str:
 
 def _ms(us: float | None) -> str:
     return "" if us is None or not math.isfinite(us) else f"{us / 1000:.3f}"
+
+
+def _s(seconds: float | None) -> str:
+    return "" if seconds is None else f"{seconds:.3f}"
 
 
 def diagnostics(node: TransportNode, status: BridgeStatus | None) -> list[DiagnosticStatus]:
@@ -385,6 +474,17 @@ def diagnostics(node: TransportNode, status: BridgeStatus | None) -> list[Diagno
         ),
         ("failover_bound_s", f"{s.failover_bound_s:.3f}"),
         ("unacked", str(s.unacked)),
+        ("join_to_paired_s", _s(s.timings.get("join_to_paired_s"))),
+        ("join_to_fast_path_s", _s(s.timings.get("join_to_fast_path_s"))),
+        ("unproven_claimants", str(s.refusals.get("unproven_claimants", 0))),
+        (
+            "refused",
+            ", ".join(
+                f"{k}={v}"
+                for k, v in sorted(s.refusals.items())
+                if v and k not in ("unproven_claimants", "candidates", "offers")
+            ),
+        ),
         ("handoff_p50_us", _us(status.handoff_p50_us)),
         ("handoff_p99_us", _us(status.handoff_p99_us)),
         ("problems", "; ".join(problems)),

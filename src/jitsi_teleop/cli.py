@@ -36,6 +36,12 @@ def _add_doctor(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--password", help="room password")
     p.add_argument("--token", help="JWT for token-authenticated deployments")
     p.add_argument(
+        "--jid",
+        help="log in with this account (user@domain) instead of anonymously; password from "
+        "--password-file or $JITSI_TELEOP_XMPP_PASSWORD(_FILE)",
+    )
+    p.add_argument("--password-file", help="file whose first line is the account's password")
+    p.add_argument(
         "--insecure",
         action="store_true",
         help="do not verify TLS certificates (self-signed test servers only)",
@@ -50,9 +56,16 @@ def _add_doctor(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_doctor(args: argparse.Namespace) -> int:
+    from .room.account import AccountError, load_account
     from .room.doctor import DoctorOptions, run_doctor
 
+    try:
+        account = load_account(args.jid or "", args.password_file or "")
+    except AccountError as e:
+        print(f"jitsi-teleop doctor: usage: {e}", file=sys.stderr)
+        return 2
     opts = DoctorOptions(
+        account=account,
         meeting_url=args.meeting_url,
         websocket=args.websocket,
         tcp=args.tcp,

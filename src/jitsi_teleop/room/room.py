@@ -466,7 +466,11 @@ class Room:
             self._emit(RoomJoined(self.nick, rejoin=True))
 
     def _on_failed_auth(self, _event: object) -> None:
-        self._fail_initial(AuthError("authentication failed (SASL ANONYMOUS or token refused)"))
+        xmpp = self._xmpp
+        text = xmpp.last_error if xmpp is not None and xmpp.last_error_kind == "auth" else None
+        self._fail_initial(
+            AuthError(text or "authentication failed (SASL ANONYMOUS or token refused)")
+        )
 
     def _on_initial_failure(self, err: object) -> None:
         xmpp = self._xmpp
@@ -499,7 +503,10 @@ class Room:
                 or isinstance(reason, ssl.SSLError)
                 or "certificate" in text.lower()
             )
-            self._fail_initial(TlsError(text) if tls else ConnectError(text))
+            if xmpp is not None and xmpp.last_error_kind == "auth":
+                self._fail_initial(AuthError(text))  # refused login, or PLAIN in the clear
+            else:
+                self._fail_initial(TlsError(text) if tls else ConnectError(text))
             return
         if self._closing:
             return

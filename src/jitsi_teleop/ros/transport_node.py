@@ -56,6 +56,7 @@ from jitsi_teleop.bridge.topics import (
 from jitsi_teleop.links.p2p import P2PConfig, loopback_only
 from jitsi_teleop.loop_thread import LoopThread
 from jitsi_teleop.relay_faces import ipv4_loopback, remote_advertise
+from jitsi_teleop.room.account import AccountError, load_account
 from jitsi_teleop.ros.common import spin_node
 from jitsi_teleop.session import PATH_P2P, ReceiveInfo, SessionConfig
 
@@ -124,7 +125,12 @@ class TransportNode(Node):
         self._pubs: dict[str, Any] = {}
         outgoing = self._make_outgoing(topics.outgoing(self.role))
         incoming = self._make_incoming(topics.incoming(self.role))
+        try:  # the password from a file or the environment, never a parameter
+            account = load_account(p["jid"], p["password_file"])
+        except AccountError as e:
+            raise TransportError(str(e)) from None
         opts = RoomOptions(
+            account=account,
             meeting_url=p["room"],
             websocket_url=p["websocket_url"],
             tcp=p["tcp"],
@@ -182,6 +188,12 @@ class TransportNode(Node):
             "focus": ("", "focus component JID (empty: none, or config.js's)"),
             "password": ("", "room password (prefer $JITSI_TELEOP_ROOM_PASSWORD)"),
             "insecure": (False, "do not verify TLS certificates (test servers only)"),
+            "jid": ("", "log in with this XMPP account (user@domain) instead of anonymously"),
+            "password_file": (
+                "",
+                "file holding the account's password (else $JITSI_TELEOP_XMPP_PASSWORD_FILE "
+                "or $JITSI_TELEOP_XMPP_PASSWORD; never the password itself as a parameter)",
+            ),
             "secret_file": ("", "pairing key file (jitsi-teleop keygen FILE)"),
             "loopback_only": (False, "ICE candidates on 127.0.0.1 only (one-machine tests)"),
             "impairment_relay": (

@@ -109,6 +109,7 @@ class Room:
         self._occupants: dict[str, Occupant] = {}
         self._listeners: list[Listener] = []
         self._handlers: list[MessageHandler] = []
+        self._groupchat_handlers: list[MessageHandler] = []
         self._xmpp: TeleopXMPP | None = None
         self._online = asyncio.Event()
         self._session_ready: asyncio.Future[None] | None = None
@@ -165,6 +166,13 @@ class Room:
         True claims the message. Unclaimed messages are counted as ignored."""
         self._handlers.append(handler)
         return lambda: self._handlers.remove(handler) if handler in self._handlers else None
+
+    def add_groupchat_handler(self, handler: MessageHandler) -> Callable[[], None]:
+        """``handler(nick, message)`` sees the room's group chat (the console); returns an
+        unsubscribe function. Our own echoes and the room's own messages are not passed."""
+        self._groupchat_handlers.append(handler)
+        hs = self._groupchat_handlers
+        return lambda: hs.remove(handler) if handler in hs else None
 
     async def join(self) -> Occupant:
         """Connect, ask the focus (if configured), join; raise a RoomError subclass on failure.
@@ -685,6 +693,13 @@ class Room:
     def _on_room_message(self, msg: Message) -> None:
         mtype = msg["type"]
         nick = msg["from"].resource
+        if mtype == "groupchat" and nick and nick != self.nick:
+            for handler in list(self._groupchat_handlers):
+                try:
+                    handler(nick, msg)
+                except Exception:
+                    log.exception("group chat handler failed")
+            return
         if mtype in ("groupchat", "error") or not nick:
             return  # room chatter, subjects, echoes; errors are never answered
         for handler in list(self._handlers):

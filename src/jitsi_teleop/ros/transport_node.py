@@ -58,6 +58,7 @@ from jitsi_teleop.loop_thread import LoopThread
 from jitsi_teleop.relay_faces import ipv4_loopback, remote_advertise
 from jitsi_teleop.room.account import AccountError, load_account
 from jitsi_teleop.ros.common import spin_node
+from jitsi_teleop.ros.console_adapter import ConsoleAdapter, ConsoleSetupError
 from jitsi_teleop.session import PATH_P2P, ReceiveInfo, SessionConfig
 
 DEFAULT_TOPICS = "teleop_topics.yaml"
@@ -162,6 +163,11 @@ class TransportNode(Node):
             room_config, session_config, secret, self.role, outgoing, incoming, self._republish
         )
         self._reported: set[str] = set()
+        try:  # the chat console and the event log (jitsi_teleop.console)
+            self.console = ConsoleAdapter(self, self.role, p["robot"])
+        except ConsoleSetupError as e:
+            self._loop.stop()
+            raise TransportError(str(e)) from None
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._closing = False
         self._runner = self._loop.submit(self._run(p["diagnostics_period"]))
@@ -283,6 +289,7 @@ class TransportNode(Node):
         while not self._closing:
             try:
                 await self.bridge.connect()
+                self.console.attach(self.bridge)
                 break
             except Exception as e:
                 reason = getattr(e, "reason", None) or str(e) or type(e).__name__
@@ -292,6 +299,7 @@ class TransportNode(Node):
                 delay = min(delay * 2, 10.0)
         while not self._closing:
             status = self.bridge.status()
+            self.console.tick(status)
             self._report_problems(status)
             self._publish_diagnostics(status)
             await asyncio.sleep(period)
@@ -317,11 +325,13 @@ class TransportNode(Node):
     def close(self) -> None:
         self._closing = True
         try:
+            self._loop.run(self.console.aclose(), timeout=2)
             self._loop.run(self.bridge.close(), timeout=5)
         except Exception as e:  # shutting down anyway
             self.get_logger().warning(f"closing the session: {e}")
         self._runner.cancel()
         self._loop.stop()
+        self.console.close()
 
     def destroy_node(self) -> None:
         if not self._closing:

@@ -167,9 +167,9 @@ class Console:
         if req.name == "who":
             return a.who_text()
         if req.name == "note":
-            self.log.add("note", req.arg, sender.label, {"channel": sender.channel})
+            stored = self.log.add("note", req.arg, sender.label, {"channel": sender.channel})
             a.note(sender.label, req.arg)
-            return "noted"
+            return f"noted (#{stored})" if stored else "note published but NOT stored (log error)"
         if req.name == "log":
             n = min(LOG_MAX, int(req.arg)) if req.arg else LOG_DEFAULT
             events = self.log.last(n)

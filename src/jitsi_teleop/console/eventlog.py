@@ -79,11 +79,16 @@ class EventLog:
                 str(Path(self.path).expanduser()) if self.path != ":memory:" else self.path,
                 check_same_thread=False,
                 isolation_level=None,  # autocommit: every event is on disk when add returns
+                timeout=0.5,  # never hold the caller (the asyncio thread) for long
             )
+            if self.path != ":memory:":
+                self._db.execute("PRAGMA journal_mode=WAL")  # readers never block the writer
             self._db.executescript(_SCHEMA)
         except sqlite3.DatabaseError as e:
             raise EventLogError(f"{self.path}: not an event log ({e})") from None
         self._lock = threading.Lock()
+        #: writes that failed (disk full, locked by another writer for too long)
+        self.errors = 0
 
     def add(
         self,
@@ -93,7 +98,9 @@ class EventLog:
         detail: Mapping[str, Any] | None = None,
         t: float | None = None,
     ) -> int:
-        """Append one event; returns its id. Text longer than MAX_TEXT is cut (and marked)."""
+        """Append one event; returns its id, or 0 when it could not be written (counted in
+        ``errors``: a full disk must not take the site down). Text longer than MAX_TEXT is
+        cut (and marked)."""
         if kind not in KINDS:
             raise ValueError(f"unknown event kind {kind!r}")
         if len(text) > MAX_TEXT:
@@ -106,9 +113,14 @@ class EventLog:
             json.dumps(dict(detail or {}), default=str),
         )
         with self._lock:
-            cur = self._db.execute(
-                "INSERT INTO events (t, kind, actor, text, detail) VALUES (?, ?, ?, ?, ?)", row
-            )
+            try:
+                cur = self._db.execute(
+                    "INSERT INTO events (t, kind, actor, text, detail) VALUES (?, ?, ?, ?, ?)",
+                    row,
+                )
+            except sqlite3.Error:
+                self.errors += 1
+                return 0
             return int(cur.lastrowid or 0)
 
     def last(self, n: int = 10, kind: str | None = None) -> list[Event]:

@@ -64,7 +64,10 @@ class ConsoleAdapter:
         try:
             self.log = EventLog(path)
         except (EventLogError, OSError) as e:
-            raise ConsoleSetupError(f"event_log: {e}") from None
+            if p["event_log"]:  # asked for this file: a clear error, not a silent default
+                raise ConsoleSetupError(f"event_log: {e}") from None
+            node.get_logger().warning(f"event log {path}: {e}; keeping events in memory")
+            self.log = EventLog(":memory:")
         names = tuple(n for n in (p["console_name"], role, robot) if n)
         self.console = Console(
             ConsoleConfig(names=names, site=names[0], permissions=permissions), self.log, self
@@ -120,8 +123,11 @@ class ConsoleAdapter:
     def tick(self, status: BridgeStatus | None) -> None:
         if status is None:
             return
-        self._view = view = self._site_view(status)
-        self.watcher.update(view)
+        try:
+            self._view = view = self._site_view(status)
+            self.watcher.update(view)
+        except Exception as e:  # the console must never take the transport down
+            self.node.get_logger().error(f"console: {e}")
 
     async def aclose(self) -> None:
         if self._chat is not None:

@@ -244,6 +244,12 @@ def test_a_flood_is_limited_but_an_estop_always_gets_through():
     assert "path p2p" in c.handle("!status", GUEST).text
 
 
+def test_a_bad_line_costs_one_token_like_a_good_one():
+    c, _, _ = make()
+    replies = [c.handle("!frobnicate", GUEST) for _ in range(5)]
+    assert all("unknown command" in r.text for r in replies)
+
+
 def test_many_senders_cannot_exceed_the_console_wide_rate():
     c, _, _ = make()
     answered = [c.handle("!status", Sender(f"n{i}")) for i in range(100)]

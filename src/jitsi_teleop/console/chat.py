@@ -23,6 +23,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from slixmpp import JID, Message
+from slixmpp.xmlstream.handler import Callback
+from slixmpp.xmlstream.matcher import MatchXPath
 
 from ..room.room import Room
 from .commands import Sender
@@ -72,8 +74,11 @@ class ChatConsole:
         self._unsubscribe.append(room.add_groupchat_handler(self._on_groupchat))
         self._unsubscribe.append(room.add_message_handler(self._on_private))
         xmpp = room.xmpp
-        xmpp.add_event_handler("message", self._on_direct)
-        self._unsubscribe.append(lambda: xmpp.del_event_handler("message", self._on_direct))
+        # every message stanza, not slixmpp's "message" event (that one needs a <body>, and
+        # a markup-only XHTML-IM message deserves an answer too)
+        name = f"jitsi-teleop console {id(self)}"
+        xmpp.register_handler(Callback(name, MatchXPath("{jabber:client}message"), self._on_direct))
+        self._unsubscribe.append(lambda: xmpp.remove_handler(name))
         if room.config.account is not None:
             # available presence, so that one-to-one messages to our bare JID reach us
             xmpp.add_event_handler("session_start", self._announce)

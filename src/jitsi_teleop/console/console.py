@@ -135,8 +135,9 @@ class Console:
             return self._estop(sender)  # before the limiter: never dropped
         if not self._admit(sender):
             return self._slow_down(sender)
-        if req is None:
-            return self._bad(sender, parsed.error)
+        if req is None:  # already admitted: answer without charging the sender twice
+            self.counters.bad += 1
+            return self._reply(sender, parsed.error)
         self.counters.commands += 1
         if not self.config.permissions.allows(req.name, sender):
             self.counters.denied += 1

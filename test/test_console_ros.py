@@ -1,0 +1,302 @@
+"""The console with the real nodes, on the Jitsi secure-domain layout: at each site a simulated
+Dexter, the driver, the teleop node and the transport, each in its own process, the two sites
+in two ROS domains; the leader's transport logs in with an account (it creates the room), the
+follower's joins as an anonymous guest. A separate slixmpp client logged in with its own
+account (a phone's chat app, an ordinary occupant: no moderator) stops the follower from the
+meeting's group chat, asks its status, and leaves a note by private message that comes back
+from the follower's SQLite event log, through ``jitsi-teleop log`` and on ROS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import gc
+import secrets
+import ssl
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import JointState
+from slixmpp import ClientXMPP
+from std_msgs.msg import String
+
+from dexter_driver import kinematics
+from jitsi_teleop.demo.ros_sites import ControlPort
+from jitsi_teleop.local_prosody import ProsodyServer, free_port, prosody_available
+from jitsi_teleop.site_plan import SiteArgs, site_processes
+from jitsi_teleop.site_runner import SiteProcess, start_site
+from ros_sites import Site, make_key_file, site_domains
+
+pytestmark = [
+    pytest.mark.prosody,
+    pytest.mark.ros,
+    pytest.mark.slow,
+    pytest.mark.timeout(300),
+    pytest.mark.skipif(not prosody_available(), reason="prosody not installed"),
+]
+
+ROOT = Path(__file__).resolve().parents[1]
+GUEST = "guest.meet.test"
+
+
+def control(port: int, msg: dict) -> dict:
+    ctl = ControlPort(port, timeout_s=10.0)
+    try:
+        return ctl.request(msg)
+    finally:
+        ctl.close()
+
+
+class Phone:
+    """A chat app in its own thread and event loop (the test body is synchronous)."""
+
+    def __init__(self, srv: ProsodyServer, user: str, password: str) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.srv, self.user, self.password = srv, user, password
+        self.got: list[tuple[str, str, str]] = []  # (type, from, body)
+        self.xmpp: ClientXMPP | None = None
+
+    def run(self, coro, timeout: float = 30.0):
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    async def _connect(self, room_jid: str) -> None:
+        x = ClientXMPP(f"{self.user}@{self.srv.domain}", self.password)
+        x.ssl_context = ssl.create_default_context()
+        x.ssl_context.check_hostname = False
+        x.ssl_context.verify_mode = ssl.CERT_NONE
+        x.register_plugin("xep_0045")
+        x.add_event_handler(
+            "message", lambda m: self.got.append((m["type"], str(m["from"]), m["body"]))
+        )
+        started = self.loop.create_future()
+        x.add_event_handler("session_start", lambda _e: started.set_result(True))
+        x.connect("127.0.0.1", self.srv.c2s_port)
+        await asyncio.wait_for(started, 15)
+        self.xmpp = x
+        self.room_jid = room_jid
+        await x.plugin["xep_0045"].join_muc_wait(room_jid, "phone", maxstanzas=0)
+
+    def connect(self, room_jid: str) -> None:
+        self.run(self._connect(room_jid))
+
+    async def _send(self, to: str, body: str, mtype: str) -> None:
+        self.xmpp.send_message(mto=to, mbody=body, mtype=mtype)
+
+    def say(self, body: str) -> None:
+        self.run(self._send(self.room_jid, body, "groupchat"))
+
+    def tell(self, nick: str, body: str) -> None:
+        self.run(self._send(f"{self.room_jid}/{nick}", body, "chat"))
+
+    def replies(self, start: str) -> list[tuple[str, str, str]]:
+        return [g for g in list(self.got) if g[2].startswith(start)]
+
+    async def _shutdown(self) -> None:
+        x, self.xmpp = self.xmpp, None
+        if x is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(x.disconnect(wait=1.0), 3)
+            x.abort()
+        me = asyncio.current_task()
+        for task in asyncio.all_tasks():
+            if task is not me:
+                task.cancel()
+        await asyncio.sleep(0.05)
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.run(self._shutdown(), 10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+        gc.collect()  # slixmpp's finalizers need the loop still open
+        self.loop.close()
+
+
+@pytest.fixture
+def secure_sites(tmp_path):
+    srv = ProsodyServer(
+        authentication="internal_hashed",
+        guest_domain=GUEST,
+        restrict_room_creation="local",
+        tls=True,  # the phone uses STARTTLS like a real chat app
+    )
+    srv.start()
+    passwords = {u: secrets.token_hex(8) for u in ("operator", "phone")}
+    for user, pw in passwords.items():
+        srv.register(user, pw)
+    pwfile = tmp_path / "operator.pw"
+    pwfile.write_text(passwords["operator"] + "\n")
+    pwfile.chmod(0o600)
+    key = make_key_file(tmp_path)
+    room = "sec" + secrets.token_hex(4)
+    domains = site_domains()
+    ports = {r: (free_port(), free_port()) for r in ("leader", "follower")}
+    logs = {r: tmp_path / f"{r}-events.sqlite" for r in ports}
+    overrides = {
+        "leader": {
+            "jid": f"operator@{srv.domain}",
+            "password_file": str(pwfile),
+            "event_log": str(logs["leader"]),
+        },
+        "follower": {
+            "domain": GUEST,
+            "muc_domain": srv.muc_domain,
+            "event_log": str(logs["follower"]),
+            "console_permissions": f"note=moderators,phone@{srv.domain}; log=phone@{srv.domain}",
+        },
+    }
+    procs: list[SiteProcess] = []
+    sites: list[Site] = []
+    phone = Phone(srv, "phone", passwords["phone"])
+    try:
+        for role, domain in zip(("leader", "follower"), domains):
+            robot, ctl = ports[role]
+            args = SiteArgs(
+                share=str(ROOT),
+                role=role,
+                sim="true",
+                robot_port=str(robot),
+                sim_control_port=str(ctl),
+                domain=srv.domain,
+                room_name=room,
+                websocket_url=srv.websocket_url,
+                secret_file=str(key),
+                loopback_only="true",
+                stun_turn="false",
+                rviz="false",
+            )
+            specs = [
+                dataclasses.replace(s, parameters=(*s.parameters, overrides[role]))
+                if s.name == "jitsi_teleop_transport"
+                else s
+                for s in site_processes(args)
+            ]
+            started, _skipped = start_site(role, specs, domain, tmp_path)
+            procs += started
+        sites = [Site(domains[0], "leader"), Site(domains[1], "follower")]
+        yield srv, sites, procs, {r: c for r, (_, c) in ports.items()}, logs, phone, room
+    finally:
+        phone.close()
+        for p in reversed(procs):
+            p.stop()
+        for s in sites:
+            s.close()
+        srv.cleanup()
+
+
+def teleop_state(arrays: list[DiagnosticArray]) -> str:
+    for arr in reversed(list(arrays)):
+        for st in arr.status:
+            if ": teleop follower" in st.name:
+                return {kv.key: kv.value for kv in st.values}.get("state", "")
+    return ""
+
+
+def test_estop_from_an_unprivileged_phone_stops_the_follower(secure_sites):
+    srv, (leader, follower), procs, ctl, logs, phone, room = secure_sites
+    leader_js = leader.record(JointState, "/joint_states", 10)
+    follower_js = follower.record(JointState, "/joint_states", 10)
+    diags = follower.diagnostics()
+    notes: list[str] = []
+    follower.subscribe(
+        String,
+        "/console/notes",
+        lambda m: notes.append(m.data),
+        QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE),
+    )
+
+    def logs_text() -> str:
+        return "\n".join(f"--- {p.name}\n{p.log(1500)}" for p in procs)
+
+    def until(pred, timeout: float, what: str) -> None:
+        end = time.monotonic() + timeout
+        while not pred():
+            for p in procs:
+                if not p.alive:
+                    raise AssertionError(f"{p.name} exited:\n{p.log()}")
+            if time.monotonic() > end:
+                raise AssertionError(f"{what} did not happen within {timeout} s\n{logs_text()}")
+            time.sleep(0.05)
+
+    def q(rec) -> np.ndarray | None:
+        from rclpy.serialization import deserialize_message
+
+        if not rec.items:
+            return None
+        return np.asarray(deserialize_message(rec.items[-1][1], JointState).position[:5])
+
+    # the guest follower joins once the account holder made the room; then it tracks
+    until(lambda: teleop_state(diags) == "tracking", 120, "the follower tracking the leader")
+    phone.connect(f"{room}@{srv.muc_domain}")
+
+    phone.say("follower: status")
+    until(lambda: phone.replies("[follower]"), 20, "a status reply in the group chat")
+    kind, sender, text = phone.replies("[follower]")[0]
+    assert kind == "groupchat" and "paired with" in text and "robot: connected" in text
+    follower_nick = sender.rsplit("/", 1)[1]
+
+    phone.say("follower: estop")
+    until(lambda: teleop_state(diags) == "estop", 20, "the follower e-stopped")
+    until(
+        lambda: any("e-stop: the follower is stopped" in t for _, _, t in phone.got),
+        20,
+        "the e-stop reply",
+    )
+    # the operator moves the leader; the stopped follower stays where it is
+    time.sleep(0.5)
+    held = q(follower_js)
+    start = kinematics.tool_position(q(leader_js))
+    goal = start + np.array([0.05, 0.0, -0.03])
+    assert control(ctl["leader"], {"op": "hand", "target": goal.tolist()})["ok"]
+    until(
+        lambda: np.linalg.norm(kinematics.tool_position(q(leader_js)) - goal) < 0.01,
+        30,
+        "the leader at its new pose",
+    )
+    time.sleep(1.0)
+    moved = np.linalg.norm(
+        kinematics.tool_position(q(follower_js)) - kinematics.tool_position(held)
+    )
+    assert moved < 0.003, f"the e-stopped follower moved {moved * 1000:.1f} mm"
+    assert teleop_state(diags) == "estop"
+
+    # a note by private message in the meeting, allowed by JID; back through log and ROS
+    phone.tell(follower_nick, "note stopped to check the cable at J3")
+    until(lambda: notes, 20, "the note on /console/notes")
+    assert notes == [f"phone (phone@{srv.domain}): stopped to check the cable at J3"]
+    phone.tell(follower_nick, "log 20")
+    until(
+        lambda: any(k == "chat" and "stopped to check the cable" in t for k, _, t in phone.got),
+        20,
+        "the log reply",
+    )
+    out = subprocess.run(
+        [sys.executable, "-m", "jitsi_teleop.cli", "log", str(logs["follower"]), "-n", "50"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    text = out.stdout
+    for expected in (
+        "start ",
+        "pairing ",
+        f"estop [phone (phone@{srv.domain})] console estop",
+        "estop e-stopped",  # the teleop node's state change, seen in its diagnostics
+        f"note [phone (phone@{srv.domain})] stopped to check the cable at J3",
+        f"command [phone (phone@{srv.domain})] status",
+    ):
+        assert expected in text, f"{expected!r} not in:\n{text}"
+    for p in procs:
+        assert p.alive, p.log()

@@ -81,6 +81,9 @@ class MucLink(Link):
     claiming the same identity are delivered with that occupant's nick; ``pin(nick)`` stops
     all following once a higher layer has authenticated the peer.
 
+    ``replay``: on creation, take the peer's signals that arrived in the last ``replay``
+    seconds and nobody claimed (the room keeps a few).
+
     Receiving: frames are checked (attributes, strict base64, sizes) and counted as
     ``invalid`` when bad; latest-only frames older than the newest seen are ``stale``.
     """
@@ -99,6 +102,7 @@ class MucLink(Link):
         peer_silence: float = 1.0,
         ack_interval: float = 0.3,
         ack_timeout: float = 3.0,
+        replay: float = 0.0,
     ) -> None:
         self.room = room
         self.peer_nick = peer_nick
@@ -130,7 +134,8 @@ class MucLink(Link):
         self._writable.set()
         self._closed = False
         self._overhead: int | None = None
-        self._unregister = room.add_message_handler(self._on_message)
+        # replay: signals the peer sent before this link existed (its first handshake)
+        self._unregister = room.add_message_handler(self._on_message, replay=replay)
         self._unsubscribe = room.subscribe(self._on_room_event)
         self.peer_silence = peer_silence
         self._last_rx = time.monotonic()
@@ -149,6 +154,11 @@ class MucLink(Link):
         self._task = asyncio.ensure_future(self._run())
 
     # ------------------------------------------------------------------ Link API ----------
+    @property
+    def peer_id(self) -> str:
+        """The carrier address of the peer (:class:`jitsi_teleop.carrier.PeerChannel`)."""
+        return self.peer_nick
+
     @property
     def stats(self) -> LinkStats:
         self._stats.queued_reliable = len(self._reliable)

@@ -12,6 +12,7 @@ import contextlib
 import logging
 import ssl
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 
@@ -84,6 +85,7 @@ class RoomStats:
     iq_dropped: int = 0
     jingle_declined: int = 0
     bytes_sent: int = 0
+    kicked: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -127,6 +129,11 @@ class Room:
         self._rejoin_task: asyncio.Task | None = None
         self.focus_reply: FocusReply | None = None
         self.rtt: float | None = None
+        #: monotonic time of the last successful (re)join: sessions measure pairing from it
+        self.joined_at: float | None = None
+        #: recent teleop messages no handler claimed (a peer's first handshake can arrive
+        #: before the session that answers it is started): replayed to new handlers
+        self._unclaimed: deque[tuple[float, str, Message]] = deque(maxlen=64)
 
     # ---------------------------------------------------------------- public API -----------
     @property
@@ -161,10 +168,26 @@ class Room:
         self._listeners.append(listener)
         return lambda: self._listeners.remove(listener) if listener in self._listeners else None
 
-    def add_message_handler(self, handler: MessageHandler) -> Callable[[], None]:
+    def add_message_handler(
+        self, handler: MessageHandler, *, replay: float = 0.0
+    ) -> Callable[[], None]:
         """``handler(nick, message) -> bool`` sees private messages from occupants; returning
-        True claims the message. Unclaimed messages are counted as ignored."""
+        True claims the message. Unclaimed messages are counted as ignored. ``replay``: first
+        hand over teleop messages that nobody claimed in the last ``replay`` seconds."""
         self._handlers.append(handler)
+        if replay > 0 and self._unclaimed:
+            since = time.monotonic() - replay
+            kept: deque[tuple[float, str, Message]] = deque(maxlen=self._unclaimed.maxlen)
+            for t, nick, msg in self._unclaimed:
+                claimed = False
+                if t >= since:
+                    try:
+                        claimed = bool(handler(nick, msg))
+                    except Exception:
+                        log.exception("message handler failed")
+                if not claimed:
+                    kept.append((t, nick, msg))
+            self._unclaimed = kept
         return lambda: self._handlers.remove(handler) if handler in self._handlers else None
 
     def add_groupchat_handler(self, handler: MessageHandler) -> Callable[[], None]:
@@ -394,6 +417,7 @@ class Room:
                     self._join_future = None
             if rejoin:
                 self.stats.rejoins += 1
+            self.joined_at = time.monotonic()
             self._online.set()
             self._emit(RoomJoined(self.nick, rejoin))
             return me
@@ -627,7 +651,9 @@ class Room:
                 if self.online and not self._closing:
                     # kicked or the room went away: rejoin like after a reconnect
                     self._online.clear()
-                    self._emit(RoomLeft("removed from the room"))
+                    self.stats.kicked += 1
+                    log.warning("removed from the room (status %s); rejoining", sorted(codes))
+                    self._emit(RoomLeft("removed from the room", removed=True))
                     if self._rejoin_task is None or self._rejoin_task.done():
                         self._rejoin_task = self._spawn(self._rejoin())
                 return
@@ -710,12 +736,15 @@ class Room:
                 log.exception("message handler failed")
                 return
         self.stats.ignored_messages += 1
+        if msg.xml.find(f"{{{NS_TELEOP}}}signal") is not None:
+            self._unclaimed.append((time.monotonic(), nick, msg))
 
     def _on_occupant_iq(self, iq: Iq) -> None:
         """Answer what a well-behaved Jitsi participant must answer, within a small budget."""
         sender = iq["from"]
-        is_focus = sender.resource == "focus"
-        if not is_focus and (not self._iq_bucket.try_consume(1) or self.budget.tokens < 0):
+        if not self._from_focus(sender) and (
+            not self._iq_bucket.try_consume(1) or self.budget.tokens < 0
+        ):
             self.stats.iq_dropped += 1
             return
         xml = iq.xml
@@ -743,6 +772,23 @@ class Room:
             reply["error"]["type"] = "cancel"
             reply["error"]["condition"] = "feature-not-implemented"
         self._send_budgeted(reply)
+
+    def _from_focus(self, sender: JID) -> bool:
+        """The deployment's real focus, never a nick: the focus component address we asked
+        for the conference, the focus's real JID it named in its answer, or the room occupant
+        whose server-set real JID is that focus. Any occupant can call itself "focus"."""
+        cfg = self.config
+        if not cfg.focus:
+            return False
+        focus_jids = {JID(cfg.focus).bare}
+        if self.focus_reply is not None and self.focus_reply.focus_jid:
+            focus_jids.add(JID(self.focus_reply.focus_jid).bare)
+        if sender.bare in focus_jids:
+            return True
+        if sender.bare == self.room_jid:
+            occ = self._occupants.get(sender.resource)
+            return occ is not None and occ.jid is not None and JID(occ.jid).bare in focus_jids
+        return False
 
     def _decline_jingle(self, iq: Iq) -> None:
         """Jicofo invites every occupant to a media session; we carry no media, so we decline

@@ -58,6 +58,8 @@ class ProsodyServer:
     disable_sasl: tuple[str, ...] = ()
     #: offer PLAIN on unencrypted connections (a badly configured server; tests only)
     allow_plain_in_clear: bool = False
+    #: False: no MUC component at all (a chat service with accounts but no rooms)
+    muc: bool = True
     tls: bool = False  # self-signed certificate: STARTTLS on c2s and an https/wss port
     https_port: int = field(default_factory=free_port)
     root: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="prosody-")))
@@ -165,12 +167,7 @@ external_services = {{
 VirtualHost "{self.domain}"
   authentication = "{self.authentication}"
 {self._guest_host()}
-Component "{self.muc_domain}" "muc"
-  restrict_room_creation = {self._restrict()}
-  muc_room_locking = false
-  muc_room_default_public_jids = true
-  muc_tombstones = false
-
+{self._muc_component()}
 Component "{self.focus_domain}"
   component_secret = "{self.component_secret}"
 """
@@ -184,6 +181,17 @@ Component "{self.focus_domain}"
             return ""
         names = ", ".join(f'"{m}"' for m in self.disable_sasl)
         return f"disable_sasl_mechanisms = {{ {names} }}"
+
+    def _muc_component(self) -> str:
+        if not self.muc:
+            return ""
+        return (
+            f'Component "{self.muc_domain}" "muc"\n'
+            f"  restrict_room_creation = {self._restrict()}\n"
+            "  muc_room_locking = false\n"
+            "  muc_room_default_public_jids = true\n"
+            "  muc_tombstones = false\n"
+        )
 
     def _guest_host(self) -> str:
         if not self.guest_domain:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 from ..pairing import Secret
 from ..room.config import RoomConfig
+from ..room.direct import open_room
 from ..room.room import Room
 from ..session import ReceiveInfo, Session, SessionBusy, SessionConfig, SessionSnapshot
 from ..stats import StreamSnapshot
@@ -136,7 +137,7 @@ class Bridge:
         first join the room reconnects and rejoins by itself."""
         if self.session is not None:
             return
-        room = Room(self._room_config)
+        room = open_room(self._room_config)  # a MUC room, or one-to-one (room.direct)
         try:
             await room.join()
         except Exception as e:

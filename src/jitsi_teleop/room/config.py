@@ -98,6 +98,9 @@ class RoomConfig:
     token: str | None = None
     #: log in with this account (SASL) instead of anonymously; the XMPP domain is its domain
     account: Account | None = None
+    #: no MUC: pair one-to-one with these accounts (bare JIDs); ``room`` is then only the
+    #: pairing namespace both sites agree on (see room.direct)
+    direct_peers: tuple[str, ...] = ()
     insecure: bool = False
     nick: str = field(default_factory=new_nick)
     display_name: str = "jitsi-teleop"

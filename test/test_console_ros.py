@@ -300,3 +300,64 @@ def test_estop_from_an_unprivileged_phone_stops_the_follower(secure_sites):
         assert expected in text, f"{expected!r} not in:\n{text}"
     for p in procs:
         assert p.alive, p.log()
+
+
+def test_two_transport_nodes_pair_one_to_one_on_a_server_without_muc(tmp_path):
+    """The real transport nodes, each logged in with its account (password from a file), on
+    a Prosody with no MUC: they find each other, pair and signal by one-to-one messages, and
+    joint states cross (the slow path alone is in test_direct.py)."""
+    from rclpy.serialization import serialize_message
+
+    from ros_sites import link_status, start_transport, wait_for
+
+    srv = ProsodyServer(authentication="internal_hashed", muc=False)
+    srv.start()
+    procs = []
+    sites: list[Site] = []
+    try:
+        pw = {}
+        for user in ("lab-a", "lab-b"):
+            pw[user] = tmp_path / f"{user}.pw"
+            pw[user].write_text(secrets.token_hex(8))
+            srv.register(user, pw[user].read_text())
+        key = make_key_file(tmp_path)
+        domains = site_domains()
+        me = {"leader": ("lab-a", "lab-b"), "follower": ("lab-b", "lab-a")}
+        for role, dom in zip(("leader", "follower"), domains):
+            user, peer = me[role]
+            procs.append(
+                start_transport(
+                    role,
+                    dom,
+                    srv,
+                    "lab-pair",
+                    key,
+                    log_dir=tmp_path,
+                    params=[
+                        f"jid:={user}@{srv.domain}",
+                        f"password_file:={pw[user]}",
+                        f"peer_jid:={peer}@{srv.domain}",
+                        f"event_log:={tmp_path / (role + '.sqlite')}",
+                    ],
+                )
+            )
+        sites = [Site(domains[0], "leader"), Site(domains[1], "follower")]
+        diag = sites[1].diagnostics()
+        wait_for(lambda: (link_status(diag) or {}).get("paired") == "true", 60, "paired", procs)
+        rec = sites[1].record(JointState, "/leader/joint_states", 100)
+        pub = sites[0].publisher(JointState, "/joint_states", 10)
+        wait_for(lambda: pub.get_subscription_count() > 0, 10, "subscribed", procs)
+        msg = JointState()
+        msg.name = ["j1"]
+        for i in range(100):
+            msg.position = [0.01 * i]
+            pub.publish(serialize_message(msg))
+            time.sleep(0.02)
+        wait_for(lambda: len(rec.items) >= 5, 20, "joint states at the follower", procs)
+        assert (link_status(diag) or {}).get("peer", "").startswith(f"lab-a@{srv.domain}/")
+    finally:
+        for p in procs:
+            p.stop()
+        for s in sites:
+            s.close()
+        srv.cleanup()

@@ -41,6 +41,8 @@ class RoomOptions:
     password: str = ""
     insecure: bool = False
     account: Account | None = None  #: log in with this account instead of anonymously
+    #: no MUC: pair one-to-one with these accounts (``room`` is then the pairing namespace)
+    direct_peers: tuple[str, ...] = ()
 
 
 def meeting_room_name(url: str) -> str:
@@ -59,6 +61,7 @@ async def resolve_room(opts: RoomOptions, role: str, key_id: str, robot: str = "
         insecure=opts.insecure,
         display_name=f"jitsi-teleop {role}",
         account=opts.account,
+        direct_peers=opts.direct_peers,
     )
     tcp_host, tcp_port = None, 5222
     if opts.tcp:

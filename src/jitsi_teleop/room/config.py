@@ -143,6 +143,8 @@ class RoomConfig:
                 raise ValueError(
                     f"account {self.account.jid} is not on the server's domain {self.domain}"
                 )
+        if self.direct_peers and self.account is None:
+            raise ValueError("one-to-one (peer_jid) needs an account login (jid and password)")
         if not self.domain:
             raise ValueError("domain is required")
         if not self.muc_domain:

@@ -132,6 +132,7 @@ class TransportNode(Node):
             raise TransportError(str(e)) from None
         opts = RoomOptions(
             account=account,
+            direct_peers=tuple(j.strip() for j in p["peer_jid"].split(",") if j.strip()),
             meeting_url=p["room"],
             websocket_url=p["websocket_url"],
             tcp=p["tcp"],
@@ -195,6 +196,11 @@ class TransportNode(Node):
             "password": ("", "room password (prefer $JITSI_TELEOP_ROOM_PASSWORD)"),
             "insecure": (False, "do not verify TLS certificates (test servers only)"),
             "jid": ("", "log in with this XMPP account (user@domain) instead of anonymously"),
+            "peer_jid": (
+                "",
+                "no MUC: pair one-to-one with this account (user@domain; comma-separated for "
+                "several); needs jid; room_name is then the pairing name both sites share",
+            ),
             "password_file": (
                 "",
                 "file holding the account's password (else $JITSI_TELEOP_XMPP_PASSWORD_FILE "

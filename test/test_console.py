@@ -347,6 +347,22 @@ def test_status_and_who_text():
     assert "not paired" in status_text(SiteView(role="leader"))
 
 
+def test_the_follower_chimes_when_it_starts_moving_not_on_every_update():
+    w = EventWatcher(EventLog())
+    idle = SiteView(role="follower", teleop_state="idle")
+    tracking = SiteView(role="follower", teleop_state="tracking")
+    holding = SiteView(role="follower", teleop_state="holding")
+    assert [w.update(v) for v in (idle, tracking, tracking, holding, tracking)] == [
+        False,
+        True,
+        False,
+        False,
+        True,
+    ]
+    leader = EventWatcher(EventLog())
+    assert not leader.update(SiteView(role="leader", teleop_state="tracking"))
+
+
 def test_watcher_logs_edges_with_detection_times():
     log = EventLog()
     w = EventWatcher(log)

@@ -267,3 +267,18 @@ async def test_a_command_flood_is_limited_and_an_estop_still_stops(site):
     assert 1 <= len(answers) <= 7
     assert sum("too many commands" in a for a in answers) == 1
     assert chat.console.counters.limited >= 30
+
+
+async def test_replies_wait_while_the_room_carries_frames_and_are_charged_to_its_budget(site):
+    room, _recorder, _log, chat, phone = site
+    busy = [True]
+    chat.room_busy = lambda: busy[0]  # the slow path is carrying teleoperation frames
+    p = await phone()
+    sent_before = room.stats.bytes_sent
+    p.say("!status")
+    await eventually(lambda: chat.counters.groupchat == 1, 10, "the command received")
+    await asyncio.sleep(1.0)
+    assert p.replies() == [] and room.stats.bytes_sent == sent_before  # nothing sent meanwhile
+    busy[0] = False
+    await eventually(lambda: p.replies(), 10, "the reply once the room is free")
+    assert room.stats.bytes_sent > sent_before  # charged to the same budget as frames

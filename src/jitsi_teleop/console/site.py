@@ -84,6 +84,13 @@ def who_text(v: SiteView) -> str:
     return me + ("; " + "; ".join(others) if others else "; no other site in the room")
 
 
+def starts_moving(old: SiteView | None, new: SiteView) -> bool:
+    """The follower begins to track the leader (from idle, a hold or after a reset): the moment
+    for an audible warning at the robot's site."""
+    was = old.teleop_state if old is not None else ""
+    return new.role == "follower" and new.teleop_state == "tracking" and was != "tracking"
+
+
 class EventWatcher:
     """Feed it views; it logs what changed."""
 
@@ -92,7 +99,8 @@ class EventWatcher:
         self._last: SiteView | None = None
         self._refusals: set[str] = set()
 
-    def update(self, v: SiteView) -> None:
+    def update(self, v: SiteView) -> bool:
+        """Log what changed; True when the follower just started moving (see starts_moving)."""
         old = self._last
         self._last = v
         log = self.log
@@ -120,3 +128,4 @@ class EventWatcher:
             if r not in self._refusals:
                 self._refusals.add(r)
                 log.add("refusal", r)
+        return starts_moving(old, v)

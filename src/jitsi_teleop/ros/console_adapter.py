@@ -56,6 +56,8 @@ class ConsoleAdapter:
         self.robot = robot
         p = self._declare(node, role)
         self.enabled: bool = p["console"]
+        self.chime_on_start: bool = p["chime_on_start"]
+        self._chime_unavailable_logged = False
         try:
             permissions = Permissions.parse(p["console_permissions"])
         except PermissionError_ as e:
@@ -100,6 +102,11 @@ class ConsoleAdapter:
                 "moderators)",
             ),
             "event_log": ("", "SQLite event log file (default ~/.ros/jitsi_teleop/events-ROLE)"),
+            "chime_on_start": (
+                role == "follower",
+                "chime at this site when the follower starts to track the leader (if the "
+                "machine has audio)",
+            ),
         }
         out = {}
         for name, (default, text) in spec.items():
@@ -125,7 +132,8 @@ class ConsoleAdapter:
             return
         try:
             self._view = view = self._site_view(status)
-            self.watcher.update(view)
+            if self.watcher.update(view) and self.chime_on_start:
+                self._chime_before_moving()
         except Exception as e:  # the console must never take the transport down
             self.node.get_logger().error(f"console: {e}")
 
@@ -184,6 +192,12 @@ class ConsoleAdapter:
             refusals=tuple(s.problems) + tuple(f"peer refused: {r}" for r in s.peer_refusals),
             peers=peers,
         )
+
+    def _chime_before_moving(self) -> None:
+        text = self.chime("this site")
+        if text == "chiming" or not self._chime_unavailable_logged:
+            self._chime_unavailable_logged = True
+            self.log.add("chime", f"teleoperation starts: {text}")
 
     # ------------------------------------------------------------ SiteActions ----------
     def status_text(self) -> str:

@@ -198,6 +198,15 @@ async def test_a_stranger_is_never_a_peer_and_the_console_answers_one_to_one(ser
         await eventually(lambda: got, 10, "the console's one-to-one answer")
         assert got[0]["body"].startswith("[leader] ")
         assert room.peers == []  # never an occupant, whatever it claims
+        # the peer site's own account is never a console user (two consoles never loop)
+        peer = open_room(direct_config(server, "lab-b", "lab-a", "follower"))
+        made.append(peer)
+        await peer.join()
+        await eventually(lambda: len(room.peers) == 1, 10, "the peer site present")
+        ignored = chat.counters.ignored
+        peer.xmpp.send_message(mto=room.nick, mbody="[follower] unknown command", mtype="chat")
+        await eventually(lambda: chat.counters.ignored > ignored, 10, "the peer's chat ignored")
+        assert chat.counters.direct == 1 and console.counters.lines == 1
     finally:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(stranger.disconnect(wait=1.0), 3)

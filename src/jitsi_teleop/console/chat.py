@@ -113,6 +113,14 @@ class ChatConsole:
         moderator = occ is not None and occ.muc_role == "moderator"
         return Sender(nick=nick, jid=jid, moderator=moderator, channel=channel)
 
+    def _is_site(self, bare: str) -> bool:
+        if bare in getattr(self.room, "allowed", ()):  # one-to-one: the peer accounts
+            return True
+        return any(
+            o.is_endpoint and o.jid and JID(o.jid).bare.lower() == bare
+            for o in self.room.occupants.values()
+        )
+
     def _on_groupchat(self, nick: str, msg: Message) -> None:
         if _delayed(msg):
             self.counters.ignored += 1
@@ -148,6 +156,9 @@ class ChatConsole:
             self.counters.ignored += 1
             return
         bare = frm.bare.lower()
+        if self._is_site(bare):  # the other robot's account: never a console user (no loops)
+            self.counters.ignored += 1
+            return
         moderator = any(
             o.jid and JID(o.jid).bare.lower() == bare and o.muc_role == "moderator"
             for o in self.room.occupants.values()

@@ -143,19 +143,20 @@ def secure_sites(tmp_path):
     domains = site_domains()
     ports = {r: (free_port(), free_port()) for r in ("leader", "follower")}
     logs = {r: tmp_path / f"{r}-events.sqlite" for r in ports}
-    overrides = {
+    # what teleop.launch.py passes (jid, password_file, event_log, console_permissions), plus
+    # the guest domain for the follower, which a meeting URL's config.js would give
+    site_args = {
         "leader": {
             "jid": f"operator@{srv.domain}",
             "password_file": str(pwfile),
             "event_log": str(logs["leader"]),
         },
         "follower": {
-            "domain": GUEST,
-            "muc_domain": srv.muc_domain,
             "event_log": str(logs["follower"]),
             "console_permissions": f"note=moderators,phone@{srv.domain}; log=phone@{srv.domain}",
         },
     }
+    overrides = {"leader": {}, "follower": {"domain": GUEST, "muc_domain": srv.muc_domain}}
     procs: list[SiteProcess] = []
     sites: list[Site] = []
     phone = Phone(srv, "phone", passwords["phone"])
@@ -175,6 +176,7 @@ def secure_sites(tmp_path):
                 loopback_only="true",
                 stun_turn="false",
                 rviz="false",
+                **site_args[role],
             )
             specs = [
                 dataclasses.replace(s, parameters=(*s.parameters, overrides[role]))

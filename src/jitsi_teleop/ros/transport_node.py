@@ -57,8 +57,8 @@ from jitsi_teleop.links.p2p import P2PConfig, loopback_only
 from jitsi_teleop.loop_thread import LoopThread
 from jitsi_teleop.relay_faces import ipv4_loopback, remote_advertise
 from jitsi_teleop.room.account import AccountError, load_account
+from jitsi_teleop.ros import console_adapter
 from jitsi_teleop.ros.common import spin_node
-from jitsi_teleop.ros.console_adapter import ConsoleAdapter, ConsoleSetupError
 from jitsi_teleop.session import PATH_P2P, ReceiveInfo, SessionConfig
 
 DEFAULT_TOPICS = "teleop_topics.yaml"
@@ -163,12 +163,12 @@ class TransportNode(Node):
         self.bridge = Bridge(
             room_config, session_config, secret, self.role, outgoing, incoming, self._republish
         )
-        self._reported: set[str] = set()
         try:  # the chat console and the event log (jitsi_teleop.console)
-            self.console = ConsoleAdapter(self, self.role, p["robot"])
-        except ConsoleSetupError as e:
+            self.console = console_adapter.ConsoleAdapter(self, self.role, p["robot"])
+        except console_adapter.ConsoleSetupError as e:
             self._loop.stop()
             raise TransportError(str(e)) from None
+        self._reported: set[str] = set()
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._closing = False
         self._runner = self._loop.submit(self._run(p["diagnostics_period"]))
@@ -337,7 +337,7 @@ class TransportNode(Node):
             self.get_logger().warning(f"closing the session: {e}")
         self._runner.cancel()
         self._loop.stop()
-        self.console.close()
+        self.console.close()  # the event log's file
 
     def destroy_node(self) -> None:
         if not self._closing:

@@ -214,6 +214,8 @@ def test_diagnostics_report_path_and_latency(sites):
     assert link["path"] == "p2p" and link["paired"] == "true" and link["level"] == "0"
     assert float(link["rtt_p2p_ms"]) > 0
     assert link["problems"] == ""
+    # how long the site took from joining the room to paired, and to the fast path
+    assert 0 < float(link["join_to_paired_s"]) <= float(link["join_to_fast_path_s"])
     sender = link_status(sites.leader_diag)  # the ROS -> asyncio thread hop, at the sender
     assert sender is not None
     assert 0 < float(sender["handoff_p50_us"]) <= float(sender["handoff_p99_us"])
@@ -282,6 +284,9 @@ def test_a_third_occupant_cannot_publish_into_either_site(sites):
     assert len(got_f.items) > 50  # the legitimate leader still gets through
     link = link_status(sites.follower_diag)
     assert link is not None and link["path"] == "p2p" and link["paired"] == "true"
+    # the stranger claimed the leader's role and could not prove it: counted, with why
+    assert int(link["unproven_claimants"]) >= 1
+    assert "key_mismatch=" in link["refused"]
     for p in sites.procs:
         assert p.proc.poll() is None
 

@@ -49,6 +49,8 @@ log = logging.getLogger(__name__)
 _UNPROVEN = frozenset(
     {"key_mismatch", "unauthenticated", "identity", "role_conflict", "replayed", "malformed"}
 )
+#: refusals after which a claimant is parked: it holds another secret (or none) for sure
+_PARK = frozenset({"key_mismatch", "unauthenticated", "role_conflict"})
 _MAX_REMEMBERED = 4096
 
 
@@ -64,6 +66,9 @@ class PairerConfig:
     signal_burst: float = 10.0
     #: offer the handshake again to a claimant that has not completed it after this long
     reoffer_after: float = 3.0
+    #: a claimant whose handshake failed authentication loses its channel for this long: its
+    #: messages then cost parsing only (no acks, no crypto, none of our room budget)
+    park_for: float = 30.0
 
 
 @dataclass
@@ -121,6 +126,7 @@ class Pairer:
         self._on_signal = on_signal
         self._on_record = on_record
         self._candidates: dict[str, _Candidate] = {}
+        self._parked: dict[str, float] = {}  # peer id -> until (monotonic)
         self._seeking = False
         self._peer: str | None = None
         self._closed = False
@@ -159,8 +165,12 @@ class Pairer:
         self._seeking = on
         if on and not was:
             self._admit_all()
-            for cand in list(self._candidates.values()):
+            for cand in self._offer_order():
                 self._offer(cand)
+
+    def _offer_order(self) -> list[_Candidate]:
+        """Most recently seen first (see :meth:`_admit_all`)."""
+        return sorted(self._candidates.values(), key=lambda c: c.opened, reverse=True)
 
     def channel(self, peer_id: str | None) -> PeerChannel | None:
         cand = self._candidates.get(peer_id) if peer_id is not None else None
@@ -176,9 +186,11 @@ class Pairer:
 
     # ------------------------------------------------------------ candidates ------------
     def _admit_all(self) -> None:
+        """Newest claimants first: a site that (re)joins is more likely the peer than the
+        occupants that were already there, and the room budget serves earlier sends first."""
         if not self.carrier.online:
             return
-        for claim in self.carrier.claimants(self.role.other.value):
+        for claim in reversed(self.carrier.claimants(self.role.other.value)):
             self._admit(claim)
 
     def _admit(self, claim: Claim) -> _Candidate | None:
@@ -188,6 +200,11 @@ class Pairer:
         if cand is not None:
             cand.claim = claim
             return cand
+        until = self._parked.get(claim.peer_id)
+        if until is not None:
+            if time.monotonic() < until:
+                return None
+            del self._parked[claim.peer_id]
         if len(self._candidates) >= self.config.max_candidates and not self._evict():
             self.stats.count("candidates_deferred")
             return None
@@ -259,7 +276,7 @@ class Pairer:
                     continue
                 self._admit_all()
                 now = time.monotonic()
-                for cand in list(self._candidates.values()):
+                for cand in self._offer_order():
                     if now - cand.offered >= self.config.reoffer_after:
                         self._offer(cand, force=True)
             except Exception:
@@ -279,7 +296,7 @@ class Pairer:
                 self.pairing.set_local_id(event.local_id)
             self._admit_all()
             if self._seeking:
-                for cand in list(self._candidates.values()):
+                for cand in self._offer_order():
                     self._offer(cand, force=True)
         elif isinstance(event, CarrierDown):
             pass  # the carrier comes back by itself; channels survive
@@ -311,6 +328,12 @@ class Pairer:
             if e.reason in _UNPROVEN:
                 self.stats.mark_unproven(pid)
             log.info("handshake from %s refused (%s): %s", pid, e.reason, e)
+            if e.reason in _PARK and pid != self._peer:
+                self.stats.count("parked")
+                self._parked[pid] = time.monotonic() + self.config.park_for
+                if len(self._parked) > _MAX_REMEMBERED:
+                    del self._parked[next(iter(self._parked))]
+                self._drop(pid)
             return
         if result.reply is not None:
             try:

@@ -21,7 +21,6 @@ is rebuilt (same DTLS certificate, so the pairing stays valid) and traffic retur
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import dataclasses
 import json
@@ -43,6 +42,7 @@ from .pairing import HandshakeError, Pairing, Role, Secret, SessionKeys
 from .protect import ProtectError, SessionCipher
 from .room.extdisco import IceServer
 from .room.room import Room
+from .roomlock import RoomLock
 from .stats import PathSnapshot, PathStats
 
 log = logging.getLogger(__name__)
@@ -116,6 +116,8 @@ class SessionConfig:
     #: silence on the data channel (no authenticated frame) that moves traffic to the room
     failover_after: float = 0.5
     #: consecutive answered probes over a (re)built data channel before traffic returns to it
+    #: (the first move to a data channel that never failed needs one: it has just been
+    #: authenticated end to end, and every probe waited for delays the fast path)
     failback_probes: int = 3
     #: a data channel down or silent this long is torn down and rebuilt (leader offers)
     reconnect_after: float = 1.5
@@ -263,13 +265,19 @@ class Session:
         self._peer: str | None = None
         self._peer_left = False  #: the peer left the room but still talks over the data channel
         self._ice_task: asyncio.Task[None] | None = None
-        self._lock_password: str | None = None
-        self._peer_password: str | None = None
+        self._lock = RoomLock(
+            self.carrier,
+            config.lock_room,
+            lambda pw: self._send_control(CTRL_ROOM_LOCK, pw, reliable=True),
+            self._count,
+            self._spawn,
+        )
         self._started_at: float | None = None
         self._joined_at: float | None = None
         self._paired_at: float | None = None
         self._fast_at: float | None = None
         self._removed = False  #: kicked; cleared when back in the room
+        self._p2p_failed = False  #: the data channel failed once: fail-back needs more probes
         self._offering = False
         self._p2p: P2PLink | None = None
         self._certificate: Any = None
@@ -485,6 +493,9 @@ class Session:
         for k in ("foreign_frames", "foreign_signals", "signal_refused", "signal_invalid"):
             if self.counters.get(k):
                 out[k] = out.get(k, 0) + self.counters[k]
+        datagrams = getattr(self._p2p, "foreign_dropped", 0)
+        if datagrams:
+            out["foreign_datagrams"] = datagrams
         return out
 
     async def close(self) -> None:
@@ -499,9 +510,7 @@ class Session:
             u()
         if self._ice_task is not None:
             self._ice_task.cancel()
-        if self._lock_password is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.carrier.set_locked(None), 3.0)
+        await self._lock.close()
         if self._p2p is not None:
             with contextlib.suppress(Exception):
                 await self._p2p.close()
@@ -598,9 +607,7 @@ class Session:
                 self._spawn(self._p2p.close())
                 self._p2p = None
             self._set_path(PATH_NONE, "peer left", None)
-            if self._lock_password is not None:
-                self._lock_password = None
-                self._spawn(self._set_lock(None))
+            self._lock.on_unpaired()
         if self._pairer is not None:
             self._pairer.seek(True)
 
@@ -662,45 +669,7 @@ class Session:
         # the data channel offer goes out now, not at the next maintenance tick
         if self.role is Role.LEADER and self.config.use_p2p and self._p2p is None:
             self._spawn(self._offer())
-        if self.config.lock_room and self._lock_password is None:
-            self._spawn(self._lock())
-        elif self._lock_password is not None:
-            self._send_control(CTRL_ROOM_LOCK, self._lock_password.encode(), reliable=True)
-
-    async def _lock(self) -> None:
-        """Lock the room while paired (config.lock_room), when the carrier lets us."""
-        if not self.carrier.can_lock:
-            log.info("lock_room: not the room's owner here; the room stays open")
-            self._count("lock_unavailable")
-            return
-        password = base64.urlsafe_b64encode(os.urandom(12)).decode()
-        if await self._set_lock(password):
-            self._lock_password = password
-            # sealed to the peer, so that a kicked peer can rejoin the locked room
-            self._send_control(CTRL_ROOM_LOCK, password.encode(), reliable=True)
-            log.info("room locked while paired")
-
-    async def _set_lock(self, password: str | None) -> bool:
-        try:
-            await self.carrier.set_locked(password)
-            self.carrier.use_password(password)
-            return True
-        except Exception as e:
-            log.warning("could not %s the room: %s", "lock" if password else "unlock", e)
-            self._count("lock_failed")
-            return False
-
-    def _on_room_lock(self, payload: bytes) -> None:
-        try:
-            password = payload.decode("utf-8")
-        except UnicodeDecodeError:
-            self._count("control_invalid")
-            return
-        if len(password) > 256:
-            self._count("control_invalid")
-            return
-        self._peer_password = password or None
-        self.carrier.use_password(password or None)
+        self._lock.on_paired()
 
     def _renumber_unacked(self) -> None:
         for key, pending in self._unacked.items():
@@ -825,6 +794,8 @@ class Session:
             self._p2p_down_since = None
             self._last_rx[PATH_P2P] = now
             self._p2p_ok_probes = 0
+            if self._cipher is not None:
+                self._ping(PATH_P2P)  # now, not at the next probe tick
         elif state in ("failed", "closed"):
             self._p2p_down_since = now
             if self._path == PATH_P2P:
@@ -840,6 +811,8 @@ class Session:
         now = time.monotonic()
         self.path_events.append(PathEvent(now, old, new, reason, detection))
         took = "" if detection is None else f", detected after {detection * 1e3:.0f} ms"
+        if old == PATH_P2P and new == PATH_MUC:
+            self._p2p_failed = True
         if new == PATH_P2P and self._fast_at is None and self._paired_at is not None:
             self._fast_at = now
             if self._joined_at is not None:
@@ -868,7 +841,7 @@ class Session:
         elif (
             link is not None
             and link.ready
-            and self._p2p_ok_probes >= self.config.failback_probes
+            and self._p2p_ok_probes >= (self.config.failback_probes if self._p2p_failed else 1)
             and now - self._last_rx.get(PATH_P2P, 0.0) < self.config.failover_after
         ):
             self._p2p_down_since = None
@@ -1074,6 +1047,8 @@ class Session:
             self._rtt[path] = float(sample.rtt_us)
             if path == PATH_P2P:
                 self._p2p_ok_probes += 1
+                if self._path != PATH_P2P:
+                    self._check_health()  # move now, not at the next probe tick
         elif kind == CTRL_ACK:
             self._on_ack(frame.payload)
         elif kind in (CTRL_DESCRIPTORS, CTRL_REFUSAL, CTRL_ROOM_LOCK) and frame.reliable:
@@ -1086,7 +1061,7 @@ class Session:
             if kind == CTRL_DESCRIPTORS:
                 self._on_descriptors(frame.payload)
             elif kind == CTRL_ROOM_LOCK:
-                self._on_room_lock(frame.payload)
+                self._lock.on_password(frame.payload)
             else:
                 self._on_refusal(frame.payload)
         else:

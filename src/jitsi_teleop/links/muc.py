@@ -134,8 +134,6 @@ class MucLink(Link):
         self._writable.set()
         self._closed = False
         self._overhead: int | None = None
-        # replay: signals the peer sent before this link existed (its first handshake)
-        self._unregister = room.add_message_handler(self._on_message, replay=replay)
         self._unsubscribe = room.subscribe(self._on_room_event)
         self.peer_silence = peer_silence
         self._last_rx = time.monotonic()
@@ -152,6 +150,11 @@ class MucLink(Link):
         self._retx = asyncio.ensure_future(self._retransmit_timer())
         self._watch = asyncio.ensure_future(self._watch_peer()) if self.peer_identity else None
         self._task = asyncio.ensure_future(self._run())
+        self._unregister = room.add_message_handler(self._on_message)
+        if replay > 0:
+            # signals the peer sent before this link existed (its first handshake), once the
+            # caller has set the callbacks (next loop turn, before any newer message)
+            asyncio.get_running_loop().call_soon(self._replay, replay)
 
     # ------------------------------------------------------------------ Link API ----------
     @property
@@ -366,6 +369,10 @@ class MucLink(Link):
                 self._stats.sent += 1
             self._stats.bytes_sent += size
             await asyncio.sleep(0)
+
+    def _replay(self, within: float) -> None:
+        if not self._closed:
+            self.room.replay_unclaimed(self._on_message, within)
 
     def pin(self, nick: str) -> None:
         """Bind to this occupant for good (e.g. once a higher layer authenticated it)."""

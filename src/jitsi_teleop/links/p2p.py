@@ -296,6 +296,8 @@ class P2PLink(Link):
         self._dg: aioice.Connection | None = None
         self._dg_ready = False
         self._dg_task: asyncio.Future[None] | None = None
+        #: datagrams dropped before the receiver: foreign source, or the queue was full
+        self.foreign_dropped = 0
         if self.config.latest_datagrams:
             self._dg = aioice.Connection(ice_controlling=controlling, **connection_kwargs(servers))
         self._latest_ch: RTCDataChannel | None = None
@@ -400,6 +402,7 @@ class P2PLink(Link):
                 await conn.add_remote_candidate(_aioice_candidate(i, host, port))
         await conn.add_remote_candidate(None)
         await conn.connect()
+        _guard_receive(conn, self._count_foreign)
         self._dg_ready = True
         self._dg_task = asyncio.ensure_future(self._datagram_reader(conn))
 
@@ -439,6 +442,7 @@ class P2PLink(Link):
         await self._ice.start(RTCIceParameters(usernameFragment=remote.ufrag, password=remote.pwd))
         if self._ice.state != "completed":
             raise ConnectionError(f"ICE {self._ice.state}")
+        _guard_receive(self._ice._connection, self._count_foreign)
         fps = []
         for f in remote.fingerprints:
             alg, _, value = f.partition(" ")
@@ -593,6 +597,9 @@ class P2PLink(Link):
         self._set_state("closed")
 
     # ------------------------------------------------------------ internals -------------
+    def _count_foreign(self) -> None:
+        self.foreign_dropped += 1
+
     def _on_message(self, message: bytes | str) -> None:
         if not isinstance(message, bytes) or len(message) < _SID.size:
             self._stats.invalid += 1
@@ -636,3 +643,43 @@ class P2PLink(Link):
                 self._on_state(state)
             except Exception:
                 log.exception("state callback failed")
+
+
+#: datagrams waiting for the reader at most; beyond, new ones are dropped
+RECEIVE_QUEUE_LIMIT = 256
+_STUN_COOKIE = b"\x21\x12\xa4\x42"
+
+
+def _guard_receive(conn: aioice.Connection, dropped: Callable[[], None]) -> None:
+    """Once ICE has selected a pair: non-STUN datagrams from any other source address are
+    dropped before they are queued (let alone opened), and the receive queue is bounded.
+    A stop-gap on aioice internals (``_protocols``, ``_nominated``, ``_queue``); the
+    datagram receive path of links/ice.py (helper ``ice``) replaces it."""
+
+    def guard(proto: Any) -> None:
+        inner = proto.datagram_received
+
+        def received(data: bytes | str, addr: tuple[Any, ...]) -> None:
+            pair = conn._nominated.get(1)
+            if (
+                pair is not None
+                and (addr[0], addr[1]) != pair.remote_addr
+                and not (isinstance(data, bytes) and data[4:8] == _STUN_COOKIE)
+            ):
+                dropped()  # junk from elsewhere: never queued, never opened
+                return
+            inner(data, addr)
+
+        proto.datagram_received = received
+
+    for proto in conn._protocols:
+        guard(proto)
+    queued = conn.data_received
+
+    def bounded(data: bytes, component: int) -> None:
+        if conn._queue.qsize() >= RECEIVE_QUEUE_LIMIT:
+            dropped()
+            return
+        queued(data, component)
+
+    conn.data_received = bounded  # type: ignore[method-assign]

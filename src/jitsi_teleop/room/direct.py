@@ -154,17 +154,7 @@ class DirectRoom(Room):
     def _on_room_message_direct(self, msg: Message) -> None:
         if msg["type"] not in ("chat", "normal", ""):
             return
-        nick = msg["from"].full
-        for handler in list(self._handlers):
-            try:
-                if handler(nick, msg):
-                    return
-            except Exception:
-                log.exception("message handler failed")
-                return
-        self.stats.ignored_messages += 1
-        if msg.xml.find(f"{{{NS_TELEOP}}}signal") is not None:
-            self._unclaimed.append((time.monotonic(), nick, msg))
+        self._deliver_private(msg["from"].full, msg)
 
 
 def _is_teleop(msg: Message) -> bool:

@@ -28,7 +28,6 @@ ENV_PASSWORD_FILE = "JITSI_TELEOP_XMPP_PASSWORD_FILE"
 ALLOWED_MECHANISMS = frozenset(
     {"SCRAM-SHA-256", "SCRAM-SHA-256-PLUS", "SCRAM-SHA-1", "SCRAM-SHA-1-PLUS", "PLAIN"}
 )
-_SCRAM = frozenset(m for m in ALLOWED_MECHANISMS if m.startswith("SCRAM-"))
 
 
 class AccountError(ValueError):
@@ -152,7 +151,3 @@ def failure_reason(condition: str, text: str, jid: str) -> str:
     if text:
         line += f": {text}"
     return line
-
-
-def scram_only(offered: Iterable[str]) -> bool:
-    return bool(set(offered) & _SCRAM)

@@ -268,9 +268,13 @@ def test_replies_fit_the_byte_budget():
     _c, _, log = make()
     for i in range(200):
         log.add("note", "n" * 400, "x", t=1000.0 + i)
+    log.add("note", "the newest one", "x", t=2000.0)
     c2 = Console(ConsoleConfig(names=NAMES, site="follower"), log, Recorder(), Clock())
     r = c2.handle("!log 50", MOD)
-    assert len(r.text.encode()) <= 700 and r.text.endswith("…")
+    assert len(r.text.encode()) <= 700
+    # the newest events are kept (the oldest are dropped, and the reply says so)
+    assert r.text.startswith("[follower] log (newest ") and "of 50):" in r.text
+    assert "note [x] the newest one\n" in r.text and r.text.endswith("log 50")  # this command
 
 
 # ---------------------------------------------------------------- event log -------------

@@ -279,6 +279,10 @@ async def test_replies_wait_while_the_room_carries_frames_and_are_charged_to_its
     await eventually(lambda: chat.counters.groupchat == 1, 10, "the command received")
     await asyncio.sleep(1.0)
     assert p.replies() == [] and room.stats.bytes_sent == sent_before  # nothing sent meanwhile
-    busy[0] = False
-    await eventually(lambda: p.replies(), 10, "the reply once the room is free")
+    p.say("!estop")  # the one reply that does not wait: the person must see the stop worked
+    await eventually(lambda: p.replies(), 10, "the e-stop acknowledged while busy")
+    assert p.replies() == ["[follower] stopped"]
     assert room.stats.bytes_sent > sent_before  # charged to the same budget as frames
+    busy[0] = False
+    await eventually(lambda: len(p.replies()) == 2, 10, "the status reply once the room is free")
+    assert "path p2p" in p.replies()[1]

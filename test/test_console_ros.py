@@ -25,9 +25,10 @@ import numpy as np
 import pytest
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.qos import QoSProfile, ReliabilityPolicy
+from rclpy.serialization import deserialize_message
 from sensor_msgs.msg import JointState
 from slixmpp import ClientXMPP
-from std_msgs.msg import String
+from std_msgs.msg import Bool, String
 
 from dexter_driver import kinematics
 from jitsi_teleop.demo.ros_sites import ControlPort
@@ -197,10 +198,10 @@ def secure_sites(tmp_path):
         srv.cleanup()
 
 
-def teleop_state(arrays: list[DiagnosticArray]) -> str:
+def teleop_state(arrays: list[DiagnosticArray], role: str = "follower") -> str:
     for arr in reversed(list(arrays)):
         for st in arr.status:
-            if ": teleop follower" in st.name:
+            if f": teleop {role}" in st.name:
                 return {kv.key: kv.value for kv in st.values}.get("state", "")
     return ""
 
@@ -210,6 +211,10 @@ def test_estop_from_an_unprivileged_phone_stops_the_follower(secure_sites):
     leader_js = leader.record(JointState, "/joint_states", 10)
     follower_js = follower.record(JointState, "/joint_states", 10)
     diags = follower.diagnostics()
+    leader_diags = leader.diagnostics()
+    leader_estops = leader.record(
+        Bool, "/teleop/estop", QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
+    )
     notes: list[str] = []
     follower.subscribe(
         String,
@@ -232,8 +237,6 @@ def test_estop_from_an_unprivileged_phone_stops_the_follower(secure_sites):
             time.sleep(0.05)
 
     def q(rec) -> np.ndarray | None:
-        from rclpy.serialization import deserialize_message
-
         if not rec.items:
             return None
         return np.asarray(deserialize_message(rec.items[-1][1], JointState).position[:5])
@@ -242,10 +245,20 @@ def test_estop_from_an_unprivileged_phone_stops_the_follower(secure_sites):
     until(lambda: teleop_state(diags) == "tracking", 120, "the follower tracking the leader")
     phone.connect(f"{room}@{srv.muc_domain}")
 
-    phone.say("follower: status")
-    until(lambda: phone.replies("[follower]"), 20, "a status reply in the group chat")
-    kind, sender, text = phone.replies("[follower]")[0]
-    assert kind == "groupchat" and "paired with" in text and "robot: connected" in text
+    # the transport learns about its driver from /diagnostics (about once a second; later on
+    # a loaded machine): ask again, within the console's per-sender rate, until it knows
+    def robot_connected() -> bool:
+        if any("robot: connected" in t for _, _, t in phone.replies("[follower]")):
+            return True
+        if time.monotonic() - asked[0] > 2.0:
+            asked[0] = time.monotonic()
+            phone.say("follower: status")
+        return False
+
+    asked = [0.0]
+    until(robot_connected, 60, "a status reply saying the robot is connected")
+    kind, sender, text = next(r for r in phone.replies("[follower]") if "connected" in r[2])
+    assert kind == "groupchat" and "paired with" in text
     follower_nick = sender.rsplit("/", 1)[1]
 
     phone.say("follower: estop")
@@ -277,12 +290,19 @@ def test_estop_from_an_unprivileged_phone_stops_the_follower(secure_sites):
     phone.tell(follower_nick, "note stopped to check the cable at J3")
     until(lambda: notes, 20, "the note on /console/notes")
     assert notes == [f"phone (phone@{srv.domain}): stopped to check the cable at J3"]
-    phone.tell(follower_nick, "log 20")
-    until(
-        lambda: any(k == "chat" and "stopped to check the cable" in t for k, _, t in phone.got),
-        20,
-        "the log reply",
-    )
+
+    # (a reply waits while the room carries frames, and is dropped after 15 s: if a loaded
+    # machine put the link on the slow path, ask again once it is back)
+    def log_reply() -> bool:
+        if any(k == "chat" and "stopped to check the cable" in t for k, _, t in phone.got):
+            return True
+        if time.monotonic() - asked[0] > 16.0:
+            asked[0] = time.monotonic()
+            phone.tell(follower_nick, "log 20")
+        return False
+
+    asked[0] = 0.0
+    until(log_reply, 90, "the log reply")
     out = subprocess.run(
         [sys.executable, "-m", "jitsi_teleop.cli", "log", str(logs["follower"]), "-n", "50"],
         capture_output=True,
@@ -302,8 +322,20 @@ def test_estop_from_an_unprivileged_phone_stops_the_follower(secure_sites):
         "chime teleoperation starts: chime unavailable",
     ):
         assert expected in text, f"{expected!r} not in:\n{text}"
+    # the leader's console: its e-stop latches the leader's teleop node (which sends it on to
+    # the follower) once, not in a loop (the node hears its own e-stop on teleop/estop)
+    phone.say("leader: estop")
+    until(lambda: teleop_state(leader_diags, "leader") == "estop", 30, "the leader e-stopped")
+    time.sleep(2.0)
+    trues = [d for _, d in leader_estops.items if deserialize_message(d, Bool).data]
+    assert 1 <= len(trues) <= 2, f"{len(trues)} e-stop messages at the leader site"
+    assert "reliable messages wait" not in procs_log(procs, "leader:jitsi_teleop_transport")
     for p in procs:
         assert p.alive, p.log()
+
+
+def procs_log(procs, name: str) -> str:
+    return "".join(p.log() for p in procs if p.name == name)
 
 
 def test_two_transport_nodes_pair_one_to_one_on_a_server_without_muc(tmp_path):

@@ -3,8 +3,9 @@ one-to-one chat to our own JID (when logged in with an account).
 
 Why a layer of its own: it turns stanzas into (body, sender) for the pure
 :class:`~.console.Console` and sends its replies back through the room's connection without
-taking budget the slow path needs. A reply waits (bounded queue, bounded age) while the room
-carries teleoperation frames or the byte budget is short; it never delays a frame.
+taking budget the slow path needs. A reply waits (bounded queue, at most 15 s, then dropped and
+counted) while the room carries teleoperation frames or the byte budget is short, so it never
+delays a frame; only an e-stop's acknowledgement goes as soon as the budget allows.
 
 What is ignored (counted): our own echoes and the room's own messages (the Room does not pass
 them), other jitsi_teleop endpoints (no bot loops), delayed history, errors and headlines,
@@ -196,7 +197,11 @@ class ChatConsole:
             return
         if len(self._queue) == self._queue.maxlen:
             self.counters.replies_dropped += 1  # the oldest falls out
-        self._queue.append((time.monotonic(), msg))
+        item = (time.monotonic(), msg, reply.urgent)
+        if reply.urgent:
+            self._queue.appendleft(item)  # ahead of replies waiting for a free room
+        else:
+            self._queue.append(item)
         self._wake.set()
 
     async def _sender(self) -> None:
@@ -206,13 +211,14 @@ class ChatConsole:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            queued_at, msg = self._queue[0]
+            queued_at, msg, urgent = self._queue[0]
             if time.monotonic() - queued_at > self.max_wait_s:
                 self._queue.popleft()
                 self.counters.replies_dropped += 1
                 continue
             size = room.stanza_size(msg)
-            if room.online and not self.room_busy() and room.budget.delay_for(size) == 0:
+            free = urgent or not self.room_busy()
+            if room.online and free and room.budget.delay_for(size) == 0:
                 self._queue.popleft()
                 try:
                     room.send(msg, size)

@@ -12,6 +12,7 @@ reaches the site, and repeated stops within ``estop_fold_s`` fold into one.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -81,6 +82,9 @@ class ConsoleCounters:
 class Reply:
     text: str
     sender: Sender
+    #: an e-stop's acknowledgement: the one reply that does not wait for the room to be free
+    #: of teleoperation frames (the person who pressed stop must see that it worked)
+    urgent: bool = False
 
 
 class Console:
@@ -176,12 +180,27 @@ class Console:
             events = self.log.last(n)
             if not events:
                 return "log: empty"
-            return "log:\n" + "\n".join(e.line() for e in events)
+            return self._newest_lines([e.line() for e in events])
         if req.name == "chime":
             result = a.chime(sender.label)
             self.log.add("chime", result, sender.label)
             return result
         raise AssertionError(req.name)  # parse() admits only COMMANDS
+
+    def _newest_lines(self, lines: list[str]) -> str:
+        """``log:`` and as many of the newest lines as fit the reply (oldest dropped first,
+        and said so): the latest events are the ones a person asks for."""
+        budget = self.config.max_reply_bytes - len(f"[{self.config.site}] ".encode()) - 40
+        kept: list[str] = []
+        used = 0
+        for line in reversed(lines):
+            size = len(line.encode("utf-8")) + 1
+            if used + size > budget and kept:
+                break
+            kept.append(line)
+            used += size
+        head = "log:" if len(kept) == len(lines) else f"log (newest {len(kept)} of {len(lines)}):"
+        return head + "\n" + "\n".join(reversed(kept))
 
     def _estop(self, sender: Sender) -> Reply | None:
         self.counters.commands += 1
@@ -202,7 +221,7 @@ class Console:
         self.log.add("estop", f"console estop: {result}", sender.label, {"channel": sender.channel})
         if not self._admit(sender):
             return None
-        return self._reply(sender, result)
+        return dataclasses.replace(self._reply(sender, result), urgent=True)
 
     def _admit(self, sender: Sender) -> bool:
         bucket = self._senders.get(sender.key)

@@ -216,6 +216,11 @@ def test_diagnostics_report_path_and_latency(sites):
     assert link["problems"] == ""
     # how long the site took from joining the room to paired, and to the fast path
     assert 0 < float(link["join_to_paired_s"]) <= float(link["join_to_fast_path_s"])
+    # and a `ros2 launch` user reads whom it paired with and why the path is what it is
+    log = {p.role: p.log() for p in sites.procs}
+    assert "paired with follower" in log["leader"] and "paired with leader" in log["follower"]
+    assert "path muc -> p2p: data channel healthy" in log["follower"]
+    assert "fast path up" in log["follower"]
     sender = link_status(sites.leader_diag)  # the ROS -> asyncio thread hop, at the sender
     assert sender is not None
     assert 0 < float(sender["handoff_p50_us"]) <= float(sender["handoff_p99_us"])

@@ -94,10 +94,11 @@ def load_account(
     return Account(jid, password)
 
 
-def stream_encrypted(xmpp: object, websocket_url: str | None) -> bool:
-    """True when the bytes of the stream are inside TLS: STARTTLS/direct TLS, or wss://."""
-    if websocket_url is not None:
-        return websocket_url.startswith("wss://")
+def stream_encrypted(xmpp: object, url: str | None) -> bool:
+    """True when the bytes of the stream are inside TLS: STARTTLS/direct TLS on TCP, or a
+    ``wss://`` WebSocket / ``https://`` BOSH URL (``url``: the stream's URL, None on TCP)."""
+    if url is not None:
+        return url.startswith(("wss://", "https://"))
     sock = getattr(xmpp, "socket", None)
     return isinstance(sock, (ssl.SSLSocket, ssl.SSLObject)) or "starttls" in getattr(
         xmpp, "features", ()

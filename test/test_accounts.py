@@ -56,6 +56,13 @@ HASH = "RIHS01_" + "d" * 64
 OUT = [StreamDescriptor(1, "/cmd", "std_msgs/msg/String", HASH, "reliable", 10, 5.0)]
 
 
+async def test_account_login_over_bosh(secure, rooms, room_name):
+    room = rooms(account_config(secure, room_name, secure.account, "bosh", teleop_role=None))
+    me = await room.join()
+    assert me.jid.startswith("operator@meet.test/")
+    assert room.xmpp.plugin["feature_mechanisms"].mech.name.startswith("SCRAM-SHA-")
+
+
 async def test_secure_domain_account_site_pairs_with_a_guest_site(secure, rooms, room_name):
     # a guest alone cannot create the room (only the domain's users can, as with Jitsi)
     lonely = rooms(guest_config(secure, room_name, teleop_role="follower", key_id="ab12"))
@@ -178,7 +185,7 @@ def plain_only():
     srv.cleanup()
 
 
-@pytest.mark.parametrize("transport", ["tcp", "ws"])
+@pytest.mark.parametrize("transport", ["tcp", "ws", "bosh"])
 async def test_plain_without_tls_is_refused_before_the_password_leaves(
     plain_only, rooms, room_name, transport
 ):

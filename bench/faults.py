@@ -60,7 +60,9 @@ def write_section(path: Path, name: str, section: dict) -> None:
 
 def print_table(headers: list[str], rows: list[list[object]]) -> None:
     cells = [[str(c) for c in r] for r in rows]
-    widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)]
+    widths = [
+        max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)
+    ]
     print("  ".join(h.ljust(w) for h, w in zip(headers, widths)))
     print("  ".join("-" * w for w in widths))
     for r in cells:
@@ -99,12 +101,26 @@ def _have_atheris() -> bool:
     return True
 
 
-def _worker_cmd(name: str, engine: str, args: argparse.Namespace, runs: int, corpus: Path,
-                artifacts: Path) -> list[str]:
+def _dict_args(name: str, args: argparse.Namespace) -> list[str]:
+    path = Path(args.corpus) / f"{name}.dict"
+    return [f"-dict={path}"] if path.exists() else []
+
+
+def _worker_cmd(
+    name: str, engine: str, args: argparse.Namespace, runs: int, corpus: Path, artifacts: Path
+) -> list[str]:
     base = [sys.executable, str(Path(__file__).resolve()), "_fuzz-worker", "--engine", engine, name]
     if engine == "random":
-        return [*base, "--", str(runs), str(args.seconds), str(args.timeout),
-                str(args.rss_limit_mb), str(corpus), str(artifacts)]
+        return [
+            *base,
+            "--",
+            str(runs),
+            str(args.seconds),
+            str(args.timeout),
+            str(args.rss_limit_mb),
+            str(corpus),
+            str(artifacts),
+        ]
     return [
         *base,
         "--",
@@ -115,6 +131,7 @@ def _worker_cmd(name: str, engine: str, args: argparse.Namespace, runs: int, cor
         f"-max_len={args.max_len}",
         f"-artifact_prefix={artifacts}/",
         "-print_final_stats=1",
+        *_dict_args(name, args),
         f"-seed={args.seed}",
         str(corpus),
     ]
@@ -130,6 +147,10 @@ def _run_target(name: str, args: argparse.Namespace, engine: str) -> TargetResul
     corpus.mkdir(parents=True, exist_ok=True)
     for seed in t.seeds():
         (corpus / f"seed-{hashlib.sha1(seed).hexdigest()[:12]}").write_bytes(seed)
+    if t.dictionary:
+        (Path(args.corpus) / f"{name}.dict").write_text(
+            "".join('"' + "".join(f"\\x{b:02x}" for b in w) + '"\n' for w in t.dictionary)
+        )
     artifacts = Path(args.artifacts) / name
     artifacts.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
@@ -140,7 +161,10 @@ def _run_target(name: str, args: argparse.Namespace, engine: str) -> TargetResul
         log_path = Path(args.corpus) / f"{name}.log"
         with open(log_path, "w") as log:
             proc = subprocess.run(
-                cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
+                cmd,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=ROOT,
                 timeout=args.seconds + 10 * args.timeout + 120,
             )
         res.runs += 1
@@ -156,17 +180,25 @@ def _run_target(name: str, args: argparse.Namespace, engine: str) -> TargetResul
         new = sorted(set(artifacts.iterdir()) - before)
         for a in new:
             kind = a.name.split("-", 1)[0]
-            res.findings.append({
-                "kind": kind,
-                "artifact": str(a.relative_to(ROOT)) if a.is_relative_to(ROOT) else str(a),
-                "input_hex": a.read_bytes()[:512].hex(),
-                "error": _error_summary(text),
-            })
+            res.findings.append(
+                {
+                    "kind": kind,
+                    "artifact": str(a.relative_to(ROOT)) if a.is_relative_to(ROOT) else str(a),
+                    "input_hex": a.read_bytes()[:512].hex(),
+                    "error": _error_summary(text),
+                }
+            )
         if proc.returncode == 0 and not new:
             break  # ran its inputs or its time
         if not new:  # died without leaving an input: record it rather than loop
-            res.findings.append({"kind": f"exit-{proc.returncode}", "artifact": str(log_path),
-                                 "input_hex": "", "error": _error_summary(text)})
+            res.findings.append(
+                {
+                    "kind": f"exit-{proc.returncode}",
+                    "artifact": str(log_path),
+                    "input_hex": "",
+                    "error": _error_summary(text),
+                }
+            )
             break
     res.seconds = round(time.monotonic() - t0, 1)
     return res
@@ -203,8 +235,17 @@ def cmd_fuzz(args: argparse.Namespace) -> int:
         r = _run_target(name, args, engine)
         results.append(r)
         print(f"{name}: {r.inputs} inputs in {r.seconds} s, findings {len(r.findings)}", flush=True)
-    rows = [[r.name, r.inputs, r.seconds, r.coverage if r.coverage is not None else "-",
-             r.features if r.features is not None else "-", len(r.findings)] for r in results]
+    rows = [
+        [
+            r.name,
+            r.inputs,
+            r.seconds,
+            r.coverage if r.coverage is not None else "-",
+            r.features if r.features is not None else "-",
+            len(r.findings),
+        ]
+        for r in results
+    ]
     print()
     print_table(["target", "inputs", "seconds", "cov", "ft", "findings"], rows)
     for r in results:
@@ -254,15 +295,42 @@ def cmd_fuzz_worker(args: argparse.Namespace) -> int:
         with atheris.instrument_imports(include=INSTRUMENT):
             import fuzz_targets
         target = fuzz_targets.TARGETS[args.name]
-        atheris.Setup([sys.argv[0], *args.rest], target.fn)
+        prefix = next(
+            (a.split("=", 1)[1] for a in args.rest if a.startswith("-artifact_prefix=")), ""
+        )
+        atheris.Setup([sys.argv[0], *args.rest], _keeping_input(target.fn, prefix))
         atheris.Fuzz()
         return 0
     import fuzz_targets
 
     target = fuzz_targets.TARGETS[args.name]
     runs, seconds, timeout, rss_mb, corpus, artifacts = args.rest
-    return _random_engine(target.fn, int(runs), float(seconds), int(timeout), int(rss_mb),
-                          Path(corpus), Path(artifacts))
+    return _random_engine(
+        target.fn,
+        int(runs),
+        float(seconds),
+        int(timeout),
+        int(rss_mb),
+        Path(corpus),
+        Path(artifacts),
+    )
+
+
+def _keeping_input(fn, prefix: str):
+    """Save the input before an exception leaves the target: libFuzzer writes the crash file
+    itself, but not when the process dies some other way while reporting (seen with asyncio)."""
+
+    def run(data: bytes) -> None:
+        try:
+            fn(data)
+        except BaseException:
+            if prefix:
+                path = Path(f"{prefix}crash-{hashlib.sha1(data).hexdigest()}")
+                if not path.exists():
+                    path.write_bytes(data)
+            raise
+
+    return run
 
 
 def _mutate(rng: random.Random, data: bytes, pool: list[bytes]) -> bytes:
@@ -289,8 +357,9 @@ def _mutate(rng: random.Random, data: bytes, pool: list[bytes]) -> bytes:
     return bytes(b[:65536])
 
 
-def _random_engine(fn, runs: int, seconds: float, timeout: int, rss_mb: int, corpus: Path,
-                   artifacts: Path) -> int:
+def _random_engine(
+    fn, runs: int, seconds: float, timeout: int, rss_mb: int, corpus: Path, artifacts: Path
+) -> int:
     """Random mutation of the corpus; the same finding rules as libFuzzer's, less clever."""
     with contextlib.suppress(ValueError, OSError):
         resource.setrlimit(resource.RLIMIT_AS, (rss_mb * 2**20 * 4, resource.RLIM_INFINITY))
@@ -308,9 +377,15 @@ def _random_engine(fn, runs: int, seconds: float, timeout: int, rss_mb: int, cor
         signal.alarm(timeout)
         try:
             fn(data)
-        except BaseException as e:  # noqa: BLE001 - every escape is a finding
+        except BaseException as e:
             signal.alarm(0)
-            kind = "timeout" if isinstance(e, TimeoutError) else "oom" if isinstance(e, MemoryError) else "crash"
+            kind = (
+                "timeout"
+                if isinstance(e, TimeoutError)
+                else "oom"
+                if isinstance(e, MemoryError)
+                else "crash"
+            )
             path = artifacts / f"{kind}-{hashlib.sha1(data).hexdigest()}"
             path.write_bytes(data)
             print(f"random-engine: inputs {n}")

@@ -14,6 +14,8 @@ saved crashing input replays exactly. Targets never touch the network or the fil
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import json
 import struct
 from collections.abc import Callable
@@ -38,6 +40,8 @@ class Target:
     fn: FuzzFn
     documented: tuple[str, ...]
     seeds: Callable[[], list[bytes]] = field(default=lambda: [b""])
+    #: libFuzzer dictionary: tokens the mutator inserts whole (syntax, edge-case numbers)
+    dictionary: tuple[bytes, ...] = ()
 
 
 def _chunks(data: bytes, limit: int = 16) -> list[bytes]:
@@ -83,7 +87,7 @@ def fuzz_wire_frame(data: bytes) -> None:
         if i == 0:
             continue
         out = r.push(frame, now=i * 0.5)
-        assert r.pending <= r.max_partial and 0 <= r.buffered_bytes, "reassembler out of bounds"
+        assert r.pending <= r.max_partial and r.buffered_bytes >= 0, "reassembler out of bounds"
         if out is not None:
             assert not out.is_fragment
 
@@ -126,10 +130,8 @@ def fuzz_protect_open(data: bytes) -> None:
     if not data:
         return
     if data[0] % 2 == 0:
-        try:
+        with contextlib.suppress(protect.ProtectError):
             opener.open(data[1:])
-        except protect.ProtectError:
-            pass
         return
     sealer = protect.FrameSealer(_KEY, _TAG, max_record=4096)
     sent: list[tuple[bytes, wire.Frame]] = []
@@ -150,7 +152,9 @@ def fuzz_protect_open(data: bytes) -> None:
             rec, frame = sent[i]
             if kind == 2 and len(arg) >= 2:  # tamper one byte
                 pos = arg[1] % len(rec)
-                rec = rec[:pos] + bytes([rec[pos] ^ (arg[2] if len(arg) > 2 else 1)]) + rec[pos + 1 :]
+                rec = (
+                    rec[:pos] + bytes([rec[pos] ^ (arg[2] if len(arg) > 2 else 1)]) + rec[pos + 1 :]
+                )
             elif kind == 3:  # truncate or extend
                 rec = rec[: (arg[1] if len(arg) > 1 else 0)] + arg[2:]
         try:
@@ -187,10 +191,8 @@ def fuzz_pairing(data: bytes) -> None:
     """pairing.decode_message, then Pairing.handle at a responder and at an initiator that has
     a handshake in flight; mode 3 appends a valid INIT MAC (an insider who holds the secret),
     so the checks behind the MAC are reached. Only HandshakeError may come out."""
-    try:
+    with contextlib.suppress(pairing.MalformedMessage):
         pairing.decode_message(data[1:])
-    except pairing.MalformedMessage:
-        pass
     if not data:
         return
     mode, msg = data[0] % 4, data[1:]
@@ -200,10 +202,8 @@ def fuzz_pairing(data: bytes) -> None:
     if mode == 3:
         msg = msg + pairing._mac(me._init_key, msg)
     for sender in ("alice", "mallory"):
-        try:
+        with contextlib.suppress(pairing.HandshakeError):
             me.handle(msg, sender)
-        except pairing.HandshakeError:
-            pass
 
 
 # ---------------------------------------------------------------------------------------------
@@ -212,7 +212,9 @@ def fuzz_pairing(data: bytes) -> None:
 
 def _p2p_seeds() -> list[bytes]:
     d = P2PDescription("uf", "pw+/=", ("127.0.0.1 5000", "::1 6000"), (_FP,), datagram=None)
-    dd = P2PDescription("uf", "pw", ("10.0.0.1 1",), (_FP,), 5000, 65536, ("u2", "p2", ("1.2.3.4 9",)))
+    dd = P2PDescription(
+        "uf", "pw", ("10.0.0.1 1",), (_FP,), 5000, 65536, ("u2", "p2", ("1.2.3.4 9",))
+    )
     return [json.dumps(d.to_dict()).encode(), json.dumps(dd.to_dict()).encode()]
 
 
@@ -223,10 +225,8 @@ def fuzz_p2p_description(data: bytes) -> None:
         obj = json.loads(data)
     except (ValueError, RecursionError):
         return
-    try:
+    with contextlib.suppress(DescriptionError):
         P2PDescription.from_dict(obj)
-    except DescriptionError:
-        pass
 
 
 # ---------------------------------------------------------------------------------------------
@@ -251,7 +251,8 @@ def _muc():
 
         register_stanzas()
         loop = asyncio.new_event_loop()
-        room = Room(RoomConfig(room="lab", domain="example.org", tcp_host="127.0.0.1", nick="0000aaaa")
+        room = Room(
+            RoomConfig(room="lab", domain="example.org", tcp_host="127.0.0.1", nick="0000aaaa")
         )
         room._occupants["peer"] = Occupant("peer", teleop=TeleopInfo("follower", "r", "ab12"))
         room._occupants["twin"] = Occupant("twin", teleop=TeleopInfo("follower", "r", "ab12"))
@@ -272,15 +273,19 @@ def _stanza_seeds() -> list[bytes]:
     t = 'xmlns="urn:jitsi-teleop:0"'
     u = 'xmlns="http://jabber.org/protocol/muc#user"'
     return [
-        f'<message {ns} type="chat"><frame {t} s="1" n="2" t="5" k="r" e="ab">AAEC</frame>'
-        f'<ack {t} e="00" s="1" n="3"/></message>'.encode(),
-        f'<message {ns} type="chat"><signal {t} e="ab" n="1">{{"k":"offer","d":{{}}}}</signal>'
-        f"</message>".encode(),
-        f'<presence {ns}><x {u}><item jid="a@b/c" role="moderator"/><status code="110"/></x>'
-        f'<teleop {t} v="0" role="leader" robot="r" key="ab12"/></presence>'.encode(),
-        f'<presence {ns} type="unavailable"><x {u}><status code="333"/></x></presence>'.encode(),
-        f'<iq {ns} type="result"><services xmlns="urn:xmpp:extdisco:2"><service type="turn" '
-        f'host="h" port="3478" transport="udp"/></services></iq>'.encode(),
+        b"\x00" + s
+        for s in (
+            f'<message {ns} type="chat"><frame {t} s="1" n="2" t="5" k="r" e="ab">AAEC</frame>'
+            f'<ack {t} e="00" s="1" n="3"/></message>'.encode(),
+            f'<message {ns} type="chat"><signal {t} e="ab" n="1">{{"k":"offer","d":{{}}}}</signal>'
+            f"</message>".encode(),
+            f'<presence {ns}><x {u}><item jid="a@b/c" role="moderator"/><status code="110"/></x>'
+            f'<teleop {t} v="0" role="leader" robot="r" key="ab12"/></presence>'.encode(),
+            f'<presence {ns} type="unavailable"><x {u}><status code="333"/></x>'
+            "</presence>".encode(),
+            f'<iq {ns} type="result"><services xmlns="urn:xmpp:extdisco:2"><service type="turn" '
+            f'host="h" port="3478" transport="udp"/></services></iq>'.encode(),
+        )
     ]
 
 
@@ -369,10 +374,8 @@ def fuzz_dexter_status(data: bytes) -> None:
     body = data[1:]
     if data[0] % 2:
         body = (body + bytes(dexter.REPLY_SIZE))[: dexter.REPLY_SIZE]
-    try:
+    with contextlib.suppress(dexter.MalformedReply):
         dexter.decode_status(body)
-    except dexter.MalformedReply:
-        pass
 
 
 def _request_seeds() -> list[bytes]:
@@ -387,10 +390,8 @@ def _request_seeds() -> list[bytes]:
 
 def fuzz_dexter_request(data: bytes) -> None:
     """dexter_driver.protocol.parse_request; MalformedRequest (or MissingTerminator) only."""
-    try:
+    with contextlib.suppress(dexter.MalformedRequest):
         dexter.parse_request(data)
-    except dexter.MalformedRequest:
-        pass
 
 
 _SIM_LOOP: asyncio.AbstractEventLoop | None = None
@@ -452,16 +453,18 @@ def fuzz_config(data: bytes) -> None:
         return
     text = data[1:].decode("utf-8", errors="replace")
     if data[0] % 2 == 0:
-        try:
+        with contextlib.suppress(topics.TopicConfigError):
             topics.parse_topics(text)
-        except topics.TopicConfigError:
-            pass
     else:
-        try:
+        with contextlib.suppress(ValueError):
             pairing.parse_key_file(text)
-        except ValueError:
-            pass
 
+
+_NUMBERS = (b"inf", b"-inf", b"nan", b"1e999", b"-0", b"9" * 30, b"4294967296", b"-1", b"0x10")
+_JSON = (b"[", b"]", b"{", b"}", b'"', b":", b",", b"null", b"true", b"[[[[[[[[", b"\\u0000")
+_XML = (b"<", b"/>", b"</", b"='", b'="', b"xmlns=", b"&amp;", b"<![CDATA[", b"<?xml ?>", b"<!--")
+_YAML = (b"topics:", b"\n  - ", b": ", b"&a ", b"*a", b"[", b"{", b"? ", b"!!", b"- [", b"~")
+_DEXTER = (b" ", b";", b",", b"\n", b"\xff", b"S ", b"a ", b"z ", b"w ", b"J1Force", b"RunFile")
 
 TARGETS: dict[str, Target] = {
     t.name: t
@@ -545,3 +548,15 @@ TARGETS: dict[str, Target] = {
         ),
     )
 }
+
+_DICTS = {
+    "wire_descriptors": _JSON + _NUMBERS + (b'"stream_id"', b'"topic"', b'"v"', b'"streams"'),
+    "p2p_description": _JSON + _NUMBERS + (b'"candidates"', b'"datagram"', b"127.0.0.1 1"),
+    "muc_stanza": _XML + _JSON + _NUMBERS + (b"frame", b"signal", b"ack", b"teleop", b"status"),
+    "bosh_body": _XML + _NUMBERS + (b"body", b"sid=", b"hold=", b"wait=", b"requests="),
+    "dexter_request": _DEXTER + _NUMBERS,
+    "dexter_sim": _DEXTER + _NUMBERS + _JSON + (b'"op"', b'"wall"', b'"hand"', b'"values"'),
+    "config": _YAML + _NUMBERS + (b"qos:", b"depth:", b"jitsi-teleop-key-v1 "),
+}
+for _name, _words in _DICTS.items():
+    TARGETS[_name] = dataclasses.replace(TARGETS[_name], dictionary=_words)

@@ -13,6 +13,23 @@ as_root() {
     echo "setup-dev: need root (or sudo) to run: $*" >&2; return 1; fi
 }
 
+# --- lan (issue 15): Debian's avahi-daemon and avahi-utils, the standard DNS-SD stack the
+# link-local interop test runs inside its own namespace (private D-Bus, eth0 of the namespace
+# only). Their services are kept from starting: nothing here should announce on this machine's
+# real network. Root only: without root the namespace tests skip anyway.
+if [ "$(id -u)" = 0 ] && { ! command -v avahi-browse >/dev/null || [ ! -x /usr/sbin/avahi-daemon ]; }; then
+  echo "setup-dev: installing avahi-daemon, avahi-utils (link-local interop test)"
+  created_policy=0
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
+    created_policy=1
+  fi
+  DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+    avahi-daemon avahi-utils dbus util-linux >/dev/null
+  [ "$created_policy" = 1 ] && rm -f /usr/sbin/policy-rc.d
+fi
+
 if ! command -v prosody >/dev/null 2>&1 && [ ! -x /usr/bin/prosody ]; then
   echo "setup-dev: installing prosody (Debian package)"
   # Keep the package's system service from starting: the tests run their own instance on
@@ -43,4 +60,26 @@ if [ ! -e "$stamp" ]; then
   rm -f "$VENV"/.installed-*
   touch "$stamp"
 fi
-echo "setup-dev: ready ($VENV)"
+
+# --- distros (issue 12): a second venv with the ROS 2 Kilted wheels, so that `make test` runs the
+# ROS-marked tests on Kilted as well as on Jazzy (rclpy and the message packages differ between
+# distros). Same package, editable; no bench extras. KILTED_VENV= (empty) skips it.
+KILTED_VENV=${KILTED_VENV-.venv-kilted}
+if [ -n "$KILTED_VENV" ]; then
+  if [ ! -x "$KILTED_VENV/bin/python" ]; then
+    echo "setup-dev: creating $KILTED_VENV (ROS 2 Kilted wheels)"
+    "$PYTHON" -m venv "$KILTED_VENV"
+  fi
+  kstamp="$KILTED_VENV/.installed-$(cat setup.py requirements-ros-kilted.txt | sha1sum | cut -c1-12)"
+  if [ ! -e "$kstamp" ]; then
+    echo "setup-dev: installing Python packages into $KILTED_VENV"
+    "$KILTED_VENV/bin/python" -m pip install -q --upgrade pip setuptools wheel 2>&1 \
+      | grep -v "^WARNING: Location" || true
+    "$KILTED_VENV/bin/python" -m pip install -q -e ".[test]" -r requirements-ros-kilted.txt 2>&1 \
+      | grep -v "^WARNING: Location" || true
+    "$KILTED_VENV/bin/python" -c "import jitsi_teleop, dexter_driver, rclpy, aiortc, slixmpp"
+    rm -f "$KILTED_VENV"/.installed-*
+    touch "$kstamp"
+  fi
+fi
+echo "setup-dev: ready ($VENV${KILTED_VENV:+, $KILTED_VENV})"

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .bridge.topics import default_peer_prefix
+from .bridge.topics import default_peer_prefix, peer_of
 
 PACKAGE = "jitsi_teleop"
 TRUE = ("true", "1", "yes", "on")
@@ -137,9 +137,11 @@ def site_processes(a: SiteArgs) -> list[ProcessSpec]:
             parameters=({"robot_description": urdf},),
         )
     )
+    # named after the arm it draws: launch warns about two nodes of one fully qualified name in
+    # a launch (two_site_sim.launch.py has both sites, even though their domains differ)
     out.append(
         ProcessSpec(
-            "robot_state_publisher",
+            f"{peer_of(a.role)}_state_publisher",
             package="robot_state_publisher",
             executable="robot_state_publisher",
             namespace="remote",

@@ -23,7 +23,6 @@ trip, clock, failovers, problems; per topic: rate, one-way latency p50/p99, age,
 from __future__ import annotations
 
 import asyncio
-import importlib
 import logging
 import math
 import os
@@ -53,10 +52,16 @@ from jitsi_teleop.bridge.topics import (
     load_topics,
     peer_of,
 )
+from jitsi_teleop.carriers.dropdown import dropdown_lan_name
+from jitsi_teleop.linklocal.carrier import LanConfig, is_lan_room
 from jitsi_teleop.links.p2p import P2PConfig, loopback_only
 from jitsi_teleop.loop_thread import LoopThread
 from jitsi_teleop.relay_faces import ipv4_loopback, remote_advertise
+from jitsi_teleop.room.config import RoomConfig
 from jitsi_teleop.ros.common import spin_node
+from jitsi_teleop.ros.distro import Endpoint, GraphHashCheck
+from jitsi_teleop.ros.type_hash import TypeHashError, type_hash
+from jitsi_teleop.ros.type_hash import message_class as _message_class
 from jitsi_teleop.session import PATH_P2P, ReceiveInfo, SessionConfig
 
 DEFAULT_TOPICS = "teleop_topics.yaml"
@@ -87,13 +92,19 @@ def default_config_path() -> str:
 
 def message_class(spec: TopicSpec) -> Any:
     """Import ``pkg/msg/Type``; a clear error naming the topic when it is not installed."""
-    pkg, _, name = spec.ros_type.split("/")
     try:
-        return getattr(importlib.import_module(f"{pkg}.msg"), name)
-    except (ImportError, AttributeError):
-        raise TransportError(
-            f"topic {spec.topic}: type {spec.ros_type} is not installed at this site"
-        ) from None
+        return _message_class(spec.ros_type)
+    except TypeHashError as e:
+        raise TransportError(f"topic {spec.topic}: {e}") from None
+
+
+def announced_hash(spec: TopicSpec, cls: Any) -> str:
+    """The RIHS01 hash the peer compares with its own: computed from the class, so start-up
+    never waits for the middleware to list our endpoints (and works on Humble)."""
+    try:
+        return type_hash(cls)
+    except TypeHashError as e:
+        raise TransportError(f"topic {spec.topic}: {e}") from None
 
 
 def publisher_qos(q: QosSpec) -> QoSProfile:
@@ -109,6 +120,11 @@ def publisher_qos(q: QosSpec) -> QoSProfile:
 
 
 class TransportNode(Node):
+    # Kilted's rclpy.shutdown() also destroys a node whose constructor raised (bad settings):
+    # destroy_node must work on a half-built node, so these exist before __init__ runs
+    _closing = False
+    _started = False  #: the session's asyncio task runs: close() has something to stop
+
     def __init__(self, **kwargs: Any) -> None:
         super().__init__("jitsi_teleop_transport", **kwargs)
         p = self._declare_params()
@@ -137,6 +153,9 @@ class TransportNode(Node):
             insecure=p["insecure"],
         )
         room_hint = opts.room or opts.meeting_url.rstrip("/").rsplit("/", 1)[-1]
+        lan = is_lan_room(p["room"])  # room:=lan:NAME: serverless, XEP-0174 on the LAN
+        if lan:
+            room_hint = p["room"].strip().lower()
         try:
             secret = load_site_secret(p["secret_file"], room_hint)
         except SiteError as e:
@@ -147,25 +166,54 @@ class TransportNode(Node):
         )
         self._loop = LoopThread("transport-asyncio")
         try:
-            room_config = self._loop.run(
-                resolve_room(opts, self.role, secret.key_id, p["robot"]), timeout=30
-            )
+            room_config: RoomConfig | LanConfig
+            if lan:
+                room_config = LanConfig(
+                    p["room"],
+                    self.role,
+                    key_id=secret.key_id,
+                    robot=p["robot"],
+                    display_name=f"jitsi-teleop {self.role}",
+                    addresses=[a.strip() for a in p["lan_addresses"].split(",") if a.strip()]
+                    or None,
+                )
+            else:
+                room_config = self._loop.run(
+                    resolve_room(opts, self.role, secret.key_id, p["robot"]), timeout=30
+                )
         except Exception as e:
             self._loop.stop()
             raise TransportError(f"room: {getattr(e, 'reason', None) or e}") from None
         self.room_jid = room_config.room_jid
         self.key_id = secret.key_id
+        dropdown = None
+        if p["lan_dropdown"] and not lan:
+            dropdown = LanConfig(
+                dropdown_lan_name(room_config.room),
+                self.role,
+                key_id=secret.key_id,
+                robot=p["robot"],
+                addresses=[a.strip() for a in p["lan_addresses"].split(",") if a.strip()] or None,
+            )
         self.bridge = Bridge(
-            room_config, session_config, secret, self.role, outgoing, incoming, self._republish
+            room_config,
+            session_config,
+            secret,
+            self.role,
+            outgoing,
+            incoming,
+            self._republish,
+            dropdown=dropdown,
         )
         self._reported: set[str] = set()
         self._told: tuple[str | None, int] = (None, 0)  # (peer reported, path events reported)
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self._closing = False
         self._runner = self._loop.submit(self._run(p["diagnostics_period"]))
+        self._started = True
         # subscriptions last: nothing is handed to the bridge before it exists
         for i, o in enumerate(outgoing):
             self._subscribe(i, o)
+        self._start_hash_check(outgoing, incoming)
         self.get_logger().info(
             f"{self.role} in {self.room_jid} (key id {self.key_id}): "
             f"{len(outgoing)} topics out, {len(incoming)} in under {self.peer_prefix}"
@@ -177,7 +225,17 @@ class TransportNode(Node):
             "role": ("leader", "leader or follower"),
             "config": ("", "topic YAML (default: the package's config/teleop_topics.yaml)"),
             "peer_prefix": ("", "where the peer's topics appear (default /<peer role>)"),
-            "room": ("", "meeting URL, e.g. https://meet.example.org/MyRoom"),
+            "room": (
+                "",
+                "meeting URL, e.g. https://meet.example.org/MyRoom; or lan:NAME: no server, "
+                "find the peer on the LAN (XEP-0174 link-local)",
+            ),
+            "lan_addresses": ("", "LAN carrier: IPv4 addresses to use (default: all)"),
+            "lan_dropdown": (
+                False,
+                "in a Jitsi room, also announce on the LAN: when the peer is on the LAN too, "
+                "signalling and the slow path go over it and survive the server going away",
+            ),
             "room_name": ("", "room name (default: from the meeting URL)"),
             "domain": ("", "XMPP domain (with websocket_url or tcp: no config.js lookup)"),
             "muc_domain": ("", "MUC domain (default conference.<domain>)"),
@@ -224,27 +282,12 @@ class TransportNode(Node):
             candidate_filter=ipv4_loopback, advertise=remote_advertise(relay_port, side)
         )
 
-    def _type_hash(self, topic: str, publisher: bool) -> str:
-        """The type hash of our own endpoint on ``topic`` (what ``ros2 topic info -v`` shows)."""
-        name = self.resolve_topic_name(topic)
-        get = (
-            self.get_publishers_info_by_topic if publisher else self.get_subscriptions_info_by_topic
-        )
-        for info in get(name):
-            if info.node_name == self.get_name() and info.node_namespace == self.get_namespace():
-                return str(info.topic_type_hash)
-        raise TransportError(f"topic {topic}: the middleware reports no type hash")
-
     def _make_outgoing(self, specs: Sequence[TopicSpec]) -> list[Outgoing]:
         out = []
         self._sub_specs: list[tuple[TopicSpec, Any]] = []
         for i, s in enumerate(specs):
             cls = message_class(s)
-            # a probe publisher on our own private name gives the local type hash without
-            # waiting for a subscription to be matched
-            probe = self.create_publisher(cls, f"~/type_probe_{i}", 1)
-            h = self._type_hash(f"~/type_probe_{i}", publisher=True)
-            self.destroy_publisher(probe)
+            h = announced_hash(s, cls)
             out.append(
                 Outgoing(s, h, stream_id=i + 1, local_topic=self.resolve_topic_name(s.topic))
             )
@@ -257,7 +300,7 @@ class TransportNode(Node):
             cls = message_class(s)
             topic = s.receive_topic(self.peer_prefix)
             pub = self.create_publisher(cls, topic, publisher_qos(s.qos))
-            h = self._type_hash(topic, publisher=True)
+            h = announced_hash(s, cls)
             key = "/" + s.remote
             self._pubs[key] = pub
             inc.append(Incoming(s, h, pub.topic_name))
@@ -273,6 +316,27 @@ class TransportNode(Node):
             call_soon(send, index, data, perf_counter_ns())
 
         self.create_subscription(cls, spec.topic, on_message, qos, raw=True)
+
+    def _start_hash_check(self, outgoing: Sequence[Outgoing], incoming: Sequence[Incoming]) -> None:
+        """Cross-check the announced hashes with what the middleware lists for our own
+        endpoints, whenever it lists them (Fast DDS at once, Cyclone DDS later, Humble without
+        hashes): a warning, never a reason not to start."""
+        endpoints = [Endpoint(o.local_topic, False, o.type_hash) for o in outgoing]
+        endpoints += [Endpoint(i.local_topic, True, i.type_hash) for i in incoming]
+        check = GraphHashCheck(endpoints, self.get_name(), self.get_namespace())
+
+        def poll() -> None:
+            for text in check.poll(
+                self.get_publishers_info_by_topic, self.get_subscriptions_info_by_topic
+            ):
+                self.get_logger().warning(text)
+            if check.done:
+                if check.unavailable:
+                    self.get_logger().info("no type hashes in this ROS graph: computed ones used")
+                self.destroy_timer(timer)
+
+        timer = self.create_timer(1.0, poll)
+        self._hash_check = check
 
     # ------------------------------------------------------------ asyncio side ---------
     def _republish(self, inc: Incoming, payload: bytes, info: ReceiveInfo) -> None:
@@ -344,7 +408,9 @@ class TransportNode(Node):
         self._diag_pub.publish(arr)
 
     def close(self) -> None:
-        self._closing = True
+        already, self._closing = self._closing, True
+        if already or not self._started:
+            return
         try:
             self._loop.run(self.bridge.close(), timeout=5)
         except Exception as e:  # shutting down anyway
@@ -353,8 +419,7 @@ class TransportNode(Node):
         self._loop.stop()
 
     def destroy_node(self) -> None:
-        if not self._closing:
-            self.close()
+        self.close()
         super().destroy_node()
 
 

@@ -63,6 +63,11 @@ class SiteArgs:
     stun_turn: str = "true"
     remote_offset: str = "0.8"
     rviz: str = "true"
+    jid: str = ""  # account login (the password from password_file, never an argument)
+    password_file: str = ""
+    peer_jid: str = ""  # one-to-one with this account instead of a MUC room
+    event_log: str = ""
+    console_permissions: str = ""
     extra: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -113,6 +118,13 @@ def site_processes(a: SiteArgs) -> list[ProcessSpec]:
                     "secret_file": str(Path(a.secret_file).expanduser()) if a.secret_file else "",
                     "loopback_only": flag(a.loopback_only),
                     "stun_turn": flag(a.stun_turn),
+                    "jid": a.jid,
+                    "password_file": str(Path(a.password_file).expanduser())
+                    if a.password_file
+                    else "",
+                    "peer_jid": a.peer_jid,
+                    "event_log": str(Path(a.event_log).expanduser()) if a.event_log else "",
+                    "console_permissions": a.console_permissions,
                 },
             ),
         )

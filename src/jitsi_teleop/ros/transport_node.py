@@ -57,7 +57,9 @@ from jitsi_teleop.linklocal.carrier import LanConfig, is_lan_room
 from jitsi_teleop.links.p2p import P2PConfig, loopback_only
 from jitsi_teleop.loop_thread import LoopThread
 from jitsi_teleop.relay_faces import ipv4_loopback, remote_advertise
+from jitsi_teleop.room.account import AccountError, load_account
 from jitsi_teleop.room.config import RoomConfig
+from jitsi_teleop.ros import console_adapter
 from jitsi_teleop.ros.common import spin_node
 from jitsi_teleop.ros.distro import Endpoint, GraphHashCheck
 from jitsi_teleop.ros.type_hash import TypeHashError, type_hash
@@ -140,7 +142,13 @@ class TransportNode(Node):
         self._pubs: dict[str, Any] = {}
         outgoing = self._make_outgoing(topics.outgoing(self.role))
         incoming = self._make_incoming(topics.incoming(self.role))
+        try:  # the password from a file or the environment, never a parameter
+            account = load_account(p["jid"], p["password_file"])
+        except AccountError as e:
+            raise TransportError(str(e)) from None
         opts = RoomOptions(
+            account=account,
+            direct_peers=tuple(j.strip() for j in p["peer_jid"].split(",") if j.strip()),
             meeting_url=p["room"],
             websocket_url=p["websocket_url"],
             bosh_url=p["bosh_url"],
@@ -205,6 +213,11 @@ class TransportNode(Node):
             self._republish,
             dropdown=dropdown,
         )
+        try:  # the chat console and the event log (jitsi_teleop.console)
+            self.console = console_adapter.ConsoleAdapter(self, self.role, p["robot"])
+        except console_adapter.ConsoleSetupError as e:
+            self._loop.stop()
+            raise TransportError(str(e)) from None
         self._reported: set[str] = set()
         self._told: tuple[str | None, int] = (None, 0)  # (peer reported, path events reported)
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
@@ -249,6 +262,17 @@ class TransportNode(Node):
             "focus": ("", "focus component JID (empty: none, or config.js's)"),
             "password": ("", "room password (prefer $JITSI_TELEOP_ROOM_PASSWORD)"),
             "insecure": (False, "do not verify TLS certificates (test servers only)"),
+            "jid": ("", "log in with this XMPP account (user@domain) instead of anonymously"),
+            "peer_jid": (
+                "",
+                "no MUC: pair one-to-one with this account (user@domain; comma-separated for "
+                "several); needs jid; room_name is then the pairing name both sites share",
+            ),
+            "password_file": (
+                "",
+                "file holding the account's password (else $JITSI_TELEOP_XMPP_PASSWORD_FILE "
+                "or $JITSI_TELEOP_XMPP_PASSWORD; never the password itself as a parameter)",
+            ),
             "secret_file": ("", "pairing key file (jitsi-teleop keygen FILE)"),
             "loopback_only": (False, "ICE candidates on 127.0.0.1 only (one-machine tests)"),
             "impairment_relay": (
@@ -349,6 +373,7 @@ class TransportNode(Node):
         while not self._closing:
             try:
                 await self.bridge.connect()
+                self.console.attach(self.bridge)
                 break
             except Exception as e:
                 reason = getattr(e, "reason", None) or str(e) or type(e).__name__
@@ -358,6 +383,7 @@ class TransportNode(Node):
                 delay = min(delay * 2, 10.0)
         while not self._closing:
             status = self.bridge.status()
+            self.console.tick(status)
             self._report_problems(status)
             self._report_pairing(status)
             self._publish_diagnostics(status)
@@ -412,11 +438,13 @@ class TransportNode(Node):
         if already or not self._started:
             return
         try:
+            self._loop.run(self.console.aclose(), timeout=2)
             self._loop.run(self.bridge.close(), timeout=5)
         except Exception as e:  # shutting down anyway
             self.get_logger().warning(f"closing the session: {e}")
         self._runner.cancel()
         self._loop.stop()
+        self.console.close()  # the event log's file
 
     def destroy_node(self) -> None:
         self.close()

@@ -51,6 +51,9 @@ setup(
             "colcon-ros",
             "colcon-python-setup-py",
             "catkin-pkg",
+            # coverage-guided fuzzing of the parsers (bench/faults.py fuzz, test/test_fuzz.py);
+            # binary wheels exist for x86_64 only, elsewhere the random engine is used
+            "atheris>=2.3; platform_machine == 'x86_64'",
         ],
         # baselines for `jitsi-teleop bench` (not needed to run anything else); uvloop so
         # the bench measures the loop the nodes use where it is installed

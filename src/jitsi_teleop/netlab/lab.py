@@ -155,11 +155,30 @@ class PairResult:
     joined_s: float
     paired_s: float
     fast_s: float | None
+    #: the later of the two sites' time from having joined the room to the fast path
+    join_to_fast_s: float | None
     leader: dict[str, Any]
     follower: dict[str, Any]
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def _join_to_fast(*sites: SiteProc) -> float:
+    return max(s.seen["fast"] - s.seen["joined"] for s in sites)
+
+
+def pair_path(leader: dict[str, Any], follower: dict[str, Any]) -> str:
+    """The path both sites' stats show: "relay" if either end's pair goes through TURN,
+    "direct" if both have a direct pair, "none" when either has no fast path."""
+    from .agent import path_kind
+
+    if leader.get("path") != "p2p" or follower.get("path") != "p2p":
+        return "none"
+    kinds = {path_kind(leader.get("pair"), SERVER_IP), path_kind(follower.get("pair"), SERVER_IP)}
+    if "relay" in kinds:
+        return "relay"
+    return "direct" if kinds == {"direct"} else "none"
 
 
 class Lab:
@@ -251,16 +270,15 @@ class Lab:
             if "eof" in leader.seen or "eof" in follower.seen or "error" in leader.seen:
                 raise
         ls, fs = await leader.stats(), await follower.stats()
-        pair = ls.get("pair") if fast is not None else None
-        from .agent import path_kind
-
+        joined = max(leader.seen["joined"], follower.seen["joined"])
         return PairResult(
             case=self.cfg.label(),
-            path=path_kind(pair, SERVER_IP) if fast is not None else "none",
-            pair=pair,
-            joined_s=max(leader.seen["joined"], follower.seen["joined"]),
+            path=pair_path(ls, fs) if fast is not None else "none",
+            pair=ls.get("pair") if fast is not None else None,
+            joined_s=joined,
             paired_s=max(leader.seen["paired"], follower.seen["paired"]),
             fast_s=fast,
+            join_to_fast_s=_join_to_fast(leader, follower) if fast is not None else None,
             leader=ls,
             follower=fs,
         )

@@ -250,3 +250,26 @@ async def test_nat_remapping_mid_session_fails_over_to_the_room_and_rebuilds(
     finally:
         await close_all(leader, follower)
         relay.close()
+
+
+async def test_doctor_reports_the_turn_server_and_a_working_relay_path(turn_site):
+    from jitsi_teleop.room.doctor import DoctorOptions, run_doctor
+
+    srv, _turn = turn_site
+    opts = DoctorOptions(
+        websocket=srv.websocket_url,
+        domain=srv.domain,
+        muc=srv.muc_domain,
+        room="doc" + secrets.token_hex(4),
+        no_focus=True,
+        pings=1,
+    )
+    report = await run_doctor(opts)
+    assert report.ok, report.human()
+    check = report.ice_check
+    turn_rep = [r for r in check["servers"] if r["kind"] == "turn"]
+    assert turn_rep and turn_rep[0]["ok"], check
+    assert "relay" in check["candidate_types"]
+    rp = check["relay_path"]
+    assert rp["ok"] and rp["selected"]["local_type"] == "relay", rp
+    assert "relay path ok: relay" in report.human()

@@ -234,6 +234,7 @@ class IceAgent(aioice.Connection):
         upgrade_max_interval: float = 8.0,
         gather_timeout: float = 2.0,
         queue_limit: int = 256,
+        relay_only: bool = False,
     ) -> None:
         self.choice = choose_servers(servers)
         c = self.choice
@@ -252,6 +253,8 @@ class IceAgent(aioice.Connection):
         self.upgrade_interval = upgrade_interval
         self.upgrade_max_interval = upgrade_max_interval
         self.gather_timeout = gather_timeout
+        #: pair remote candidates with the relay candidate only (the doctor's relay test)
+        self.relay_only = relay_only
         self.gather_reports: list[GatherReport] = []
         self.selected: SelectedPair | None = None
         #: every selected pair in order (an upgrade from relay to direct appends one)
@@ -412,6 +415,17 @@ class IceAgent(aioice.Connection):
             log.debug("%s %s: %s", kind.upper(), server, detail)
         else:
             log.warning("%s server %s: %s", kind.upper(), server, detail)
+
+    def _pair_remote_candidate(self, remote_candidate: Candidate) -> None:
+        if not self.relay_only:
+            super()._pair_remote_candidate(remote_candidate)
+            return
+        for protocol in self._protocols:
+            lc = protocol.local_candidate
+            if lc.type != "relay" or not lc.can_pair_with(remote_candidate):
+                continue
+            if not self._find_pair(protocol, remote_candidate):
+                self._check_list.append(aioice.ice.CandidatePair(protocol, remote_candidate))
 
     def _remote_candidates_expected(self) -> bool:
         # our own trickled candidates can still form pairs: do not declare failure yet
@@ -667,5 +681,29 @@ __all__ = [
     "all_addresses",
     "candidate_line",
     "choose_servers",
+    "ice_summary",
     "parse_ice_url",
 ]
+
+
+def ice_summary(report: dict[str, Any]) -> list[tuple[str, str]]:
+    """Key/value lines of a session's ICE report (``SessionSnapshot.ice``) for diagnostics."""
+    sel = report.get("selected") or {}
+    servers = report.get("servers") or []
+    dg = report.get("datagram") or {}
+    ch = report.get("channel") or {}
+    pair = ""
+    if sel:
+        pair = f"{sel['local_type']} {sel['local']} -> {sel['remote_type']} {sel['remote']}"
+    return [
+        ("ice_path", report.get("path") or ""),
+        ("ice_pair", pair),
+        ("ice_turn_server", sel.get("turn_server") or ""),
+        ("ice_pair_switches", str(dg.get("switches", ch.get("switches", 0)))),
+        ("ice_foreign_dropped", str(dg.get("foreign_dropped", 0) + ch.get("foreign_dropped", 0))),
+        (
+            "ice_servers",
+            "; ".join(f"{r['server']} {'ok' if r['ok'] else r['detail']}" for r in servers),
+        ),
+        ("ice_problems", "; ".join(report.get("discovery_problems") or [])),
+    ]

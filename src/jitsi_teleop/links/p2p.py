@@ -608,6 +608,12 @@ class P2PLink(Link):
             return self._dg.selected
         return self._agent.selected
 
+    @property
+    def foreign_dropped(self) -> int:
+        """Datagrams dropped before the receiver: foreign source, or a full queue."""
+        agents = [self._agent] + ([self._dg] if self._dg is not None else [])
+        return sum(a.foreign_dropped + a.queue_dropped for a in agents)
+
     def ice_report(self) -> dict[str, Any]:
         """Selected pairs, pair switches, per-server gathering outcomes and drop counters."""
         agents = {"channel": self._agent}

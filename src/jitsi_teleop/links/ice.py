@@ -636,9 +636,12 @@ class IceAgent(aioice.Connection):
         proto, addr = self._sel_protocol, self._sel_addr
         if proto is None or addr is None or self._closing:
             return False
-        if self._sel_relayed:  # TURN sends in a task: it must own its bytes
+        transport = proto.transport
+        # the caller reuses its buffer: whoever keeps the datagram for later must own a copy
+        # (TURN sends in a task; a transport with a backlog queues)
+        if self._sel_relayed or transport.get_write_buffer_size():
             data = bytes(data)
-        proto.transport.sendto(data, addr)
+        transport.sendto(data, addr)
         return True
 
     async def close(self) -> None:

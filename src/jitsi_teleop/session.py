@@ -634,6 +634,8 @@ class Session:
         kind = msg.get("t")
         if kind in ("offer", "answer"):
             self._spawn(self._on_description(nick, kind, msg))
+        elif kind == "cand":
+            self._spawn(self._on_candidates(nick, msg))
         else:
             self._count("signal_invalid")
 
@@ -740,8 +742,9 @@ class Session:
             self._p2p_started = time.monotonic()
             self._p2p_gen += 1
             link = self._new_p2p()
-            desc = await link.describe()
+            desc = await link.describe(trickle=True)
             muc.send_signal({"t": "offer", "g": self._p2p_gen, "d": desc.to_dict()})
+            link.trickle(self._candidate_sender(self._p2p_gen))
         except LinkError as e:
             log.info("data channel offer failed: %s", e)
         finally:
@@ -790,9 +793,10 @@ class Session:
             self._p2p_gen = gen
             link = self._new_p2p()
             try:
-                mine = await link.describe()
+                mine = await link.describe(trickle=True)
                 assert self._muc is not None
                 self._muc.send_signal({"t": "answer", "g": gen, "d": mine.to_dict()})
+                link.trickle(self._candidate_sender(gen))
             except LinkError as e:
                 log.info("cannot answer the offer: %s", e)
                 return
@@ -803,6 +807,40 @@ class Session:
                 return
         with contextlib.suppress(LinkError):
             await link.connect(desc)
+
+    def _candidate_sender(self, gen: int) -> Callable[[str, list[str], bool], None]:
+        """Trickle: one "cand" signal per gathered candidate, and one at the end."""
+
+        def send(connection: str, lines: list[str], end: bool) -> None:
+            muc = self._muc
+            if muc is not None and gen == self._p2p_gen and not self._closed:
+                with contextlib.suppress(Exception):
+                    muc.send_signal({"t": "cand", "g": gen, "c": connection, "l": lines, "e": end})
+
+        return send
+
+    async def _on_candidates(self, nick: str, msg: dict[str, Any]) -> None:
+        link = self._p2p
+        gen, conn, lines, end = msg.get("g"), msg.get("c"), msg.get("l"), msg.get("e")
+        if nick != self._peer or self._pairing is None or link is None:
+            self._count("signal_refused")
+            return
+        if gen != self._p2p_gen:
+            self._count("signal_stale")
+            return
+        if (
+            not isinstance(conn, str)
+            or not isinstance(lines, list)
+            or not isinstance(end, bool)
+            or not all(isinstance(x, str) for x in lines)
+        ):
+            self._count("signal_invalid")
+            return
+        try:
+            await link.add_remote_candidates(conn, lines, end)
+        except ValueError as e:
+            log.warning("ICE candidates from %s refused: %s", nick, e)
+            self._count("signal_invalid")
 
     def _on_p2p_state(self, link: P2PLink, state: str) -> None:
         if link is not self._p2p:

@@ -72,6 +72,8 @@ class DemoOptions:
     insecure: bool = False  #: with --room: do not verify TLS (self-signed test deployments)
     #: run each site as the ROS 2 nodes teleop.launch.py starts (:mod:`.ros_run`), not the core
     ros: bool = False
+    #: no server: the sites find each other over multicast DNS on loopback (XEP-0174)
+    lan: bool = False
 
     @property
     def impaired(self) -> bool:
@@ -88,7 +90,9 @@ class DemoOptions:
             raise DemoError("need 0 < send rate <= control rate")
         if self.ros and self.room_url is not None:
             raise DemoError("--room is not available with --ros (a private Prosody only)")
-        if self.room_url is None and not prosody_available():
+        if self.lan and (self.room_url is not None or self.ros):
+            raise DemoError("--lan runs without a server: not with --room or --ros")
+        if self.room_url is None and not self.lan and not prosody_available():
             raise DemoError(f"prosody not found ({PROSODY}): {INSTALL_HINT}")
 
 
@@ -129,6 +133,8 @@ def _proc_cpu_s(pid: int) -> float | None:
 async def _room_settings(opts: DemoOptions, srv: ProsodyServer | None) -> dict[str, Any]:
     """RoomConfig fields both sites share: the local server, or the deployment at --room."""
     suffix = secrets.token_hex(3)
+    if opts.lan:  # LanConfig fields: a LAN room of this run's own, on loopback only
+        return {"name": f"demo-{suffix}", "addresses": ["127.0.0.1"]}
     if srv is not None:
         return {"room": f"demo-{suffix}", "domain": srv.domain, "websocket_url": srv.websocket_url}
     from jitsi_teleop.room.discovery import DiscoveryError, discover
@@ -161,7 +167,7 @@ async def _run(opts: DemoOptions) -> dict[str, Any]:
     faces: FaceServer | None = None
     children: list[ChildProcess] = []
     try:
-        if opts.room_url is None:
+        if opts.room_url is None and not opts.lan:
             srv = ProsodyServer()
             try:
                 await asyncio.to_thread(srv.start)
@@ -171,9 +177,12 @@ async def _run(opts: DemoOptions) -> dict[str, Any]:
         if opts.impaired:
             relay, faces = await start_relay(opts)
         secret = Secret(secrets.token_bytes(32))
+        where = "a private Prosody (loopback)" if srv else opts.room_url
+        if opts.lan:
+            where = "the LAN with no server (XEP-0174, multicast DNS on loopback)"
         print(
-            f"jitsi-teleop demo: room {room['room']!r} on "
-            f"{'a private Prosody (loopback)' if srv else opts.room_url}; "
+            f"jitsi-teleop demo: room {room.get('room') or 'lan:' + room['name']!r} on "
+            f"{where}; "
             f"{_data_path_text(opts)}; "
             f"{opts.duration_s:g} s",
             flush=True,
@@ -196,6 +205,7 @@ async def _run(opts: DemoOptions) -> dict[str, Any]:
                 send_every=max(1, round(opts.control_hz / opts.send_hz)),
                 relay_port=faces.port if faces else None,
                 relay_side=side,
+                lan=opts.lan,
             )
             child = await ChildProcess.spawn(role, "-m", "jitsi_teleop.demo.site")
             child.tell(config=asdict(cfg))

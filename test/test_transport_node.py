@@ -214,6 +214,9 @@ def test_diagnostics_report_path_and_latency(sites):
     assert link["path"] == "p2p" and link["paired"] == "true" and link["level"] == "0"
     assert float(link["rtt_p2p_ms"]) > 0
     assert link["problems"] == ""
+    # the selected ICE pair: a direct loopback pair, no TURN server in it
+    assert link.get("ice_path") == "direct" and link["ice_turn_server"] == "", link
+    assert link["ice_pair"].startswith(("host 127.0.0.1:", "prflx 127.0.0.1:"))
     # how long the site took from joining the room to paired, and to the fast path
     assert 0 < float(link["join_to_paired_s"]) <= float(link["join_to_fast_path_s"])
     # and a `ros2 launch` user reads whom it paired with and why the path is what it is

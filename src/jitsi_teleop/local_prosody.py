@@ -67,6 +67,16 @@ class ProsodyServer:
     http_port: int = field(default_factory=free_port)
     component_port: int = field(default_factory=free_port)
     proc: subprocess.Popen | None = None
+    #: address Prosody listens on; anything but loopback only inside a network namespace
+    #: (``launcher`` runs it there, see jitsi_teleop.netlab.servers)
+    bind: str = "127.0.0.1"
+    #: the STUN/TURN server announced over XEP-0215 (credentials: HMAC of ``turn_secret``,
+    #: coturn's ``use-auth-secret``, as Jitsi deployments configure it)
+    turn_host: str = "127.0.0.1"
+    turn_port: int = 3478
+    turn_ttl: int = 86400
+    #: argv prefix that starts Prosody elsewhere, e.g. ``ip netns exec NAME``
+    launcher: list[str] = field(default_factory=list)
 
     @property
     def muc_domain(self) -> str:
@@ -78,15 +88,15 @@ class ProsodyServer:
 
     @property
     def websocket_url(self) -> str:
-        return f"ws://127.0.0.1:{self.http_port}/xmpp-websocket"
+        return f"ws://{self.bind}:{self.http_port}/xmpp-websocket"
 
     @property
     def bosh_url(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}/http-bind"
+        return f"http://{self.bind}:{self.http_port}/http-bind"
 
     @property
     def secure_websocket_url(self) -> str:
-        return f"wss://127.0.0.1:{self.https_port}/xmpp-websocket"
+        return f"wss://{self.bind}:{self.https_port}/xmpp-websocket"
 
     @property
     def cert_path(self) -> Path:
@@ -130,12 +140,12 @@ daemonize = false
 pidfile = "{self.root}/prosody.pid"
 data_path = "{self.root}/data"
 log = {{ {{ levels = {{ min = "{self.log_level}" }}, to = "file", filename = "{self.log_path}" }} }}
-interfaces = {{ "127.0.0.1" }}
-local_interfaces = {{ "127.0.0.1" }}
-c2s_interfaces = {{ "127.0.0.1" }}
-http_interfaces = {{ "127.0.0.1" }}
-https_interfaces = {{ "127.0.0.1" }}
-component_interfaces = {{ "127.0.0.1" }}
+interfaces = {{ "{self.bind}" }}
+local_interfaces = {{ "{self.bind}" }}
+c2s_interfaces = {{ "{self.bind}" }}
+http_interfaces = {{ "{self.bind}" }}
+https_interfaces = {{ "{self.bind}" }}
+component_interfaces = {{ "{self.bind}" }}
 c2s_ports = {{ {self.c2s_port} }}
 c2s_direct_tls_ports = {{ }}
 http_ports = {{ {self.http_port} }}
@@ -156,11 +166,12 @@ smacks_max_unacked_stanzas = 5
 smacks_max_old_sessions = 1
 {limits}
 external_service_secret = "{self.turn_secret}"
+external_service_ttl = {self.turn_ttl}
 external_services = {{
-  {{ type = "stun", transport = "udp", host = "127.0.0.1", port = 3478 }};
-  {{ type = "turn", transport = "udp", host = "127.0.0.1", port = 3478, secret = true,
-     algorithm = "turn" }};
-  {{ type = "turns", transport = "tcp", host = "127.0.0.1", port = 5349, secret = true,
+  {{ type = "stun", transport = "udp", host = "{self.turn_host}", port = {self.turn_port} }};
+  {{ type = "turn", transport = "udp", host = "{self.turn_host}", port = {self.turn_port},
+     secret = true, algorithm = "turn" }};
+  {{ type = "turns", transport = "tcp", host = "{self.turn_host}", port = 5349, secret = true,
      algorithm = "turn" }};
 }}
 
@@ -273,7 +284,7 @@ Component "{self.focus_domain}"
         env["PROSODY_CONFIG"] = str(cfg)
         self._log_handle = open(self.root / "stdout.log", "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(
-            [PROSODY, "--config", str(cfg), "-F"],
+            [*self.launcher, PROSODY, "--config", str(cfg), "-F"],
             stdout=self._log_handle,
             stderr=subprocess.STDOUT,
             env=env,
@@ -286,11 +297,17 @@ Component "{self.focus_domain}"
             ports = [self.c2s_port, self.http_port, self.component_port]
             if self.tls:
                 ports.append(self.https_port)
-            if all(_listening(p) for p in ports):
+            if self._all_listening(ports):
                 return
             time.sleep(0.05)
         self.stop()
         raise RuntimeError(f"prosody did not listen in time: {self.tail()}")
+
+    def _all_listening(self, ports: list[int]) -> bool:
+        if not self.launcher:
+            return all(_listening(p, self.bind) for p in ports)
+        out = subprocess.run([*self.launcher, "ss", "-Hltn"], capture_output=True, text=True)
+        return all(f"{self.bind}:{p} " in out.stdout for p in ports)
 
     def stop(self) -> None:
         proc, self.proc = self.proc, None
@@ -330,7 +347,7 @@ Component "{self.focus_domain}"
         self.cleanup()
 
 
-def _listening(port: int) -> bool:
+def _listening(port: int, host: str = "127.0.0.1") -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.settimeout(0.2)
-        return s.connect_ex(("127.0.0.1", port)) == 0
+        return s.connect_ex((host, port)) == 0

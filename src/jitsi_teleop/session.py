@@ -197,6 +197,9 @@ class SessionSnapshot:
     #: what the room tried that we refused, by reason; ``unproven_claimants``: occupants
     #: that claimed the peer's role and could not prove it
     refusals: dict[str, int] = field(default_factory=dict)
+    #: the fast path's ICE: selected pair per connection (host/srflx/prflx/relay, TURN server
+    #: when relayed), pair switches, STUN/TURN outcomes, dropped foreign datagrams
+    ice: dict[str, Any] = field(default_factory=dict)
 
 
 ReceiveCallback = Callable[[wire.StreamDescriptor, bytes, ReceiveInfo], None]
@@ -257,6 +260,8 @@ class Session:
         self._secret = secret
         #: STUN/TURN servers in use (from the config or the server's extdisco)
         self.ice_servers: list[IceServer] = list(config.p2p.ice_servers)
+        #: why announced STUN/TURN services were not usable (malformed, no credentials, ...)
+        self.ice_problems: list[str] = []
         self._p2p_config = config.p2p
         self._pairer: Pairer | None = None
         self._keys: SessionKeys | None = None
@@ -400,6 +405,8 @@ class Session:
             found = [s for s in found if all(flt(_url_host(u)) for u in s.urls)]
         self.ice_servers = found
         self._p2p_config = dataclasses.replace(p2p, ice_servers=found)
+        disc = getattr(getattr(self, "room", None), "ice_discovery", None)
+        self.ice_problems = list(disc.problems) if disc is not None else []
 
     async def wait_paired(self, timeout: float | None = None) -> None:
         await asyncio.wait_for(self._paired.wait(), timeout)
@@ -469,7 +476,18 @@ class Session:
             paths,
             self.timings(),
             self.refusals(),
+            self._ice_report(),
         )
+
+    def _ice_report(self) -> dict[str, Any]:
+        link = self._p2p
+        report: dict[str, Any] = link.ice_report() if link is not None else {}
+        sel = link.selected_pair if link is not None else None
+        report["path"] = sel.kind if sel is not None and link is not None and link.ready else None
+        report["selected"] = sel.as_dict() if sel is not None else None
+        report["servers_announced"] = [u for s in self.ice_servers for u in s.urls]
+        report["discovery_problems"] = list(self.ice_problems)
+        return report
 
     def timings(self) -> dict[str, float | None]:
         """Seconds from the room join to paired and to the fast path; after the peer left (or
@@ -626,6 +644,8 @@ class Session:
         kind = msg.get("t")
         if kind in ("offer", "answer"):
             self._spawn(self._on_description(nick, kind, msg))
+        elif kind == "cand":
+            self._spawn(self._on_candidates(nick, msg))
         else:
             self._count("signal_invalid")
 
@@ -731,8 +751,9 @@ class Session:
             self._p2p_started = time.monotonic()
             self._p2p_gen += 1
             link = self._new_p2p()
-            desc = await link.describe()
+            desc = await link.describe(trickle=True)
             muc.send_signal({"t": "offer", "g": self._p2p_gen, "d": desc.to_dict()})
+            link.trickle(self._candidate_sender(self._p2p_gen))
         except LinkError as e:
             log.info("data channel offer failed: %s", e)
         finally:
@@ -781,9 +802,10 @@ class Session:
             self._p2p_gen = gen
             link = self._new_p2p()
             try:
-                mine = await link.describe()
+                mine = await link.describe(trickle=True)
                 assert self._muc is not None
                 self._muc.send_signal({"t": "answer", "g": gen, "d": mine.to_dict()})
+                link.trickle(self._candidate_sender(gen))
             except LinkError as e:
                 log.info("cannot answer the offer: %s", e)
                 return
@@ -794,6 +816,40 @@ class Session:
                 return
         with contextlib.suppress(LinkError):
             await link.connect(desc)
+
+    def _candidate_sender(self, gen: int) -> Callable[[str, list[str], bool], None]:
+        """Trickle: one "cand" signal per gathered candidate, and one at the end."""
+
+        def send(connection: str, lines: list[str], end: bool) -> None:
+            muc = self._muc
+            if muc is not None and gen == self._p2p_gen and not self._closed:
+                with contextlib.suppress(Exception):
+                    muc.send_signal({"t": "cand", "g": gen, "c": connection, "l": lines, "e": end})
+
+        return send
+
+    async def _on_candidates(self, nick: str, msg: dict[str, Any]) -> None:
+        link = self._p2p
+        gen, conn, lines, end = msg.get("g"), msg.get("c"), msg.get("l"), msg.get("e")
+        if nick != self._peer or self._pairing is None or link is None:
+            self._count("signal_refused")
+            return
+        if gen != self._p2p_gen:
+            self._count("signal_stale")
+            return
+        if (
+            not isinstance(conn, str)
+            or not isinstance(lines, list)
+            or not isinstance(end, bool)
+            or not all(isinstance(x, str) for x in lines)
+        ):
+            self._count("signal_invalid")
+            return
+        try:
+            await link.add_remote_candidates(conn, lines, end)
+        except ValueError as e:
+            log.warning("ICE candidates from %s refused: %s", nick, e)
+            self._count("signal_invalid")
 
     def _on_p2p_state(self, link: P2PLink, state: str) -> None:
         if link is not self._p2p:

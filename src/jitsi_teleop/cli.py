@@ -180,6 +180,14 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
         "transport, teleop; two ROS domains) instead of the in-process core; same script and "
         "report; --delay/--jitter/--loss act on the transports' fast path. Not with --room",
     )
+    p.add_argument(
+        "--network",
+        metavar="NAT",
+        help="run the two sites behind simulated NATs in network namespaces (root): "
+        "cone, full-cone, port-restricted or symmetric for both, A/B per site (e.g. "
+        "cone/symmetric), or blocked (no direct UDP: TURN only); --delay/--jitter/--loss "
+        "then act on the simulated internet's router",
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="log details to stderr")
     p.set_defaults(run=_run_demo)
 
@@ -200,6 +208,7 @@ def _run_demo(args: argparse.Namespace) -> int:
         status=not args.no_status,
         insecure=args.insecure,
         ros=args.ros,
+        network=args.network,
     )
     return run_demo(opts)
 

@@ -40,7 +40,7 @@ async def test_description_has_loopback_candidates_only():
     link = P2PLink("peer", CFG, controlling=True)
     try:
         d = await link.describe()
-        hosts = [c.split(" ")[0] for c in d.candidates]
+        hosts = [c.split(" ")[4] for c in d.candidates]
         assert hosts and all(loopback_only(h) for h in hosts)
         assert set(d.fingerprints) == set(link.local_fingerprints)
         assert P2PDescription.from_dict(d.to_dict()) == d
@@ -81,7 +81,7 @@ async def test_bad_descriptions_are_refused():
     good = (await link.describe()).to_dict()
     for bad in (
         None,
-        {**good, "v": 2},
+        {**good, "v": 3},
         {**good, "extra": 1},
         {**good, "candidates": []},
         {**good, "candidates": ["not-an-ip 1"]},

@@ -80,6 +80,7 @@ class UdpRelay:
         self._n = faces
         self._free: dict[str, list[_Face]] = {"a": [], "b": []}
         self._by_real: dict[tuple[str, int], _Face] = {}
+        self._retired: list[_Face] = []
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -100,6 +101,20 @@ class UdpRelay:
             face.real = (host, port)
             self._by_real[(host, port)] = face
         return face.address
+
+    def remap(self, side: str) -> int:
+        """A NAT re-mapping on ``side``: each of its sockets moves to a fresh face (a new
+        public port); the old faces stop forwarding. Returns how many moved."""
+        moved = 0
+        for real, face in list(self._by_real.items()):
+            if face.side != side or not self._free[side]:
+                continue
+            new = self._free[side].pop(0)
+            new.real, face.real = real, None
+            self._by_real[real] = new
+            self._retired.append(face)
+            moved += 1
+        return moved
 
     def advertise(self, side: str):
         """Candidate rewrite for peer ``side`` ("a" or "b"): each socket gets its own face."""
@@ -137,6 +152,6 @@ class UdpRelay:
             for f in faces:
                 if f.transport is not None:
                     f.transport.close()
-        for f in self._by_real.values():
+        for f in [*self._by_real.values(), *self._retired]:
             if f.transport is not None:
                 f.transport.close()

@@ -42,6 +42,7 @@ from .links.muc import MucLink
 from .links.p2p import P2PConfig, P2PDescription, P2PLink
 from .pairing import HandshakeError, Pairing, Role, Secret, SessionKeys
 from .protect import ProtectError, SessionCipher
+from .room import extdisco
 from .room.extdisco import IceServer
 from .room.occupants import OccupantLeft
 from .room.room import Room
@@ -184,6 +185,9 @@ class SessionSnapshot:
     problems: list[str]
     peer_refusals: list[str]
     paths: dict[str, PathSnapshot]
+    #: the fast path's ICE: selected pair per connection (host/srflx/prflx/relay, TURN server
+    #: when relayed), pair switches, STUN/TURN outcomes, dropped foreign datagrams
+    ice: dict[str, Any] = field(default_factory=dict)
 
 
 ReceiveCallback = Callable[[wire.StreamDescriptor, bytes, ReceiveInfo], None]
@@ -236,6 +240,8 @@ class Session:
         self._secret = secret
         #: STUN/TURN servers in use (from the config or the server's extdisco)
         self.ice_servers: list[IceServer] = list(config.p2p.ice_servers)
+        #: why announced STUN/TURN services were not usable (malformed, no credentials, ...)
+        self.ice_problems: list[str] = []
         self._p2p_config = config.p2p
         self._pairing: Pairing | None = None
         self._keys: SessionKeys | None = None
@@ -322,10 +328,15 @@ class Session:
             self.ice_servers = list(p2p.ice_servers)
             return
         try:
-            found = await self.room.ice_servers(timeout=5.0)
+            found_all = await extdisco.discover(self.room.xmpp, self.room.config.domain, 5.0)
         except Exception as e:  # no extdisco: host candidates only
             log.info("no STUN/TURN from the server: %s", e)
+            self.ice_problems = [f"STUN/TURN discovery failed: {e}"]
             return
+        self.ice_problems = list(found_all.problems)
+        for problem in self.ice_problems:
+            log.warning("STUN/TURN discovery: %s", problem)
+        found = found_all.ice_servers
         flt = p2p.candidate_filter
         if flt is not None:
             found = [s for s in found if all(flt(_url_host(u)) for u in s.urls)]
@@ -398,7 +409,18 @@ class Session:
             [p.message for p in self.problems],
             list(self.peer_refusals),
             paths,
+            self._ice_report(),
         )
+
+    def _ice_report(self) -> dict[str, Any]:
+        link = self._p2p
+        report: dict[str, Any] = link.ice_report() if link is not None else {}
+        sel = link.selected_pair if link is not None else None
+        report["path"] = sel.kind if sel is not None and link is not None and link.ready else None
+        report["selected"] = sel.as_dict() if sel is not None else None
+        report["servers_announced"] = [u for s in self.ice_servers for u in s.urls]
+        report["discovery_problems"] = list(self.ice_problems)
+        return report
 
     async def close(self) -> None:
         self._closed = True

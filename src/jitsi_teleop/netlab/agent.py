@@ -222,6 +222,7 @@ class Agent:
                 "max_accepted_age_s": self.max_accepted_age,
             },
             "problems": snap.problems,
+            "ice": getattr(snap, "ice", None),
         }
 
     async def _serve(self) -> None:

@@ -23,12 +23,12 @@ def selected_pair(session: Session) -> dict[str, Any] | None:
     link = getattr(session, "_p2p", None)
     if link is None:
         return None
-    report = getattr(link, "selected_pair", None)
-    if callable(report):
-        with contextlib.suppress(Exception):
-            got = report()
-            if got is not None:
-                return got if isinstance(got, dict) else dict(vars(got))
+    with contextlib.suppress(Exception):
+        got = getattr(link, "selected_pair", None)
+        if callable(got):
+            got = got()
+        if got is not None:
+            return got.as_dict() if hasattr(got, "as_dict") else dict(vars(got))
     ice = getattr(link, "_ice", None)
     conn = getattr(ice, "_connection", None)
     nominated = getattr(conn, "_nominated", None) or {}

@@ -236,29 +236,44 @@ def _row(r: Row) -> str:
     return f"{head} {r.sent:>6} {r.received:>6} {_f(r.latency_p50_ms)} {_f(r.latency_p99_ms)}"
 
 
-async def run(runs: int, duration: float, out: Callable[[str], None] = print) -> dict[str, Any]:
+async def run(
+    runs: int,
+    duration: float,
+    out: Callable[[str], None] = print,
+    save: Callable[[dict[str, Any]], None] = lambda doc: None,
+) -> dict[str, Any]:
+    """Both parts; ``save`` gets the document after every case and row (a run that is
+    interrupted keeps what it measured)."""
+    doc: dict[str, Any] = {
+        "rate_hz": RATE_HZ,
+        "payload_bytes": 276,
+        "duration_s": duration,
+        "runs_per_case": runs,
+        "impairment": asdict(IMPAIRED),
+        "cpus": os.cpu_count(),
+        "complete": False,
+        "cases": [],
+        "rows": [],
+    }
     out(
         f"NAT cases ({runs} pairing(s) each; latency at {RATE_HZ} Hz, ms; times from join, s)\n"
         f"{'case':<34} {'path x runs':<18} {'fast p50':>7} {'fast max':>7} "
         f"{'lat p50':>7} {'lat p99':>7} {'udp p50':>7}"
     )
-    cases = [await run_case(name, cfg, runs, duration, out) for name, cfg in CASES]
+    for name, cfg in CASES:
+        doc["cases"].append(asdict(await run_case(name, cfg, runs, duration, out)))
+        save(doc)
     out(
         f"\nOne internet (cone NATs, TURN announced), {RATE_HZ} Hz, ms\n"
         f"{'transport':<15} {'impairment':<26} {'path':<16} {'sent':>6} {'recv':>6} "
         f"{'lat p50':>7} {'lat p99':>7}"
     )
-    rows = await run_rows(None, duration, out)
-    rows += await run_rows(IMPAIRED, duration, out)
-    return {
-        "rate_hz": RATE_HZ,
-        "payload_bytes": 276,
-        "duration_s": duration,
-        "impairment": asdict(IMPAIRED),
-        "cpus": os.cpu_count(),
-        "cases": [asdict(c) for c in cases],
-        "rows": [asdict(r) for r in rows],
-    }
+    for imp in (None, IMPAIRED):
+        doc["rows"] += [asdict(r) for r in await run_rows(imp, duration, out)]
+        save(doc)
+    doc["complete"] = True
+    save(doc)
+    return doc
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -274,10 +289,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench --nat: cannot run here: {why}", file=sys.stderr)
         return 2
     runs = args.runs or (1 if args.quick else 5)
-    doc = asyncio.run(run(runs, 2.0 if args.quick else 5.0))
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(doc, indent=2) + "\n")
+
+    def save(doc: dict[str, Any]) -> None:
+        if args.json:
+            Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.json).write_text(json.dumps(doc, indent=2) + "\n")
+
+    asyncio.run(run(runs, 2.0 if args.quick else 5.0, save=save))
     return 0
 
 

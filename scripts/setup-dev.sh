@@ -13,6 +13,22 @@ as_root() {
     echo "setup-dev: need root (or sudo) to run: $*" >&2; return 1; fi
 }
 
+# --- ice (issue 11): Debian's coturn, the TURN server the ICE tests run on loopback ports they
+# pick (test/coturn_server.py). Its system service is kept from starting (policy-rc.d while
+# installing): a TURN relay on 3478 is nobody's business.
+if ! command -v turnserver >/dev/null 2>&1; then
+  echo "setup-dev: installing coturn (Debian package)"
+  created_policy=0
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    as_root sh -c 'printf "#!/bin/sh\nexit 101\n" > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d'
+    created_policy=1
+  fi
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+    coturn >/dev/null || echo "setup-dev: coturn not installed; the TURN tests will skip" >&2
+  [ "$created_policy" = 1 ] && as_root rm -f /usr/sbin/policy-rc.d
+fi
+
 if ! command -v prosody >/dev/null 2>&1 && [ ! -x /usr/bin/prosody ]; then
   echo "setup-dev: installing prosody (Debian package)"
   # Keep the package's system service from starting: the tests run their own instance on

@@ -214,6 +214,9 @@ def test_diagnostics_report_path_and_latency(sites):
     assert link["path"] == "p2p" and link["paired"] == "true" and link["level"] == "0"
     assert float(link["rtt_p2p_ms"]) > 0
     assert link["problems"] == ""
+    # the selected ICE pair: a direct loopback pair, no TURN server in it
+    assert link.get("ice_path") == "direct" and link["ice_turn_server"] == "", link
+    assert link["ice_pair"].startswith(("host 127.0.0.1:", "prflx 127.0.0.1:"))
     sender = link_status(sites.leader_diag)  # the ROS -> asyncio thread hop, at the sender
     assert sender is not None
     assert 0 < float(sender["handoff_p50_us"]) <= float(sender["handoff_p99_us"])

@@ -336,11 +336,14 @@ async def _spawn(transport: str, role: str, rate: int, duration: float) -> _Proc
 def _via(relay: Any, side: str, desc: dict[str, Any]) -> dict[str, Any]:
     """A P2P description whose candidates point at the relay faces standing for them."""
 
+    from .links.p2p import parse_candidate
+
     def faces(cands: list[str]) -> list[str]:
         out = []
-        for c in cands:
-            host, port = c.split(" ")
-            out.append("{} {}".format(*relay.face_for(side, host, int(port))))
+        for i, line in enumerate(cands):
+            c = parse_candidate(line, i)
+            c.host, c.port = relay.face_for(side, c.host, c.port)
+            out.append(c.to_sdp())
         return out
 
     desc = dict(desc, candidates=faces(desc["candidates"]))

@@ -44,6 +44,11 @@ def _add_doctor(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--require-turn", action="store_true", help="fail when the server announces no TURN server"
     )
+    p.add_argument(
+        "--no-ice-check",
+        action="store_true",
+        help="skip gathering with the STUN/TURN servers and the call through the TURN relay",
+    )
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("-v", "--verbose", action="store_true", help="log XMPP details to stderr")
     p.set_defaults(run=_run_doctor)
@@ -66,6 +71,7 @@ def _run_doctor(args: argparse.Namespace) -> int:
         insecure=args.insecure,
         timeout=args.timeout,
         require_turn=args.require_turn,
+        ice_check=not args.no_ice_check,
     )
     report = asyncio.run(run_doctor(opts))
     if args.json:

@@ -42,7 +42,6 @@ from .links.muc import MucLink
 from .links.p2p import P2PConfig, P2PDescription, P2PLink
 from .pairing import HandshakeError, Pairing, Role, Secret, SessionKeys
 from .protect import ProtectError, SessionCipher
-from .room import extdisco
 from .room.extdisco import IceServer
 from .room.occupants import OccupantLeft
 from .room.room import Room
@@ -328,20 +327,17 @@ class Session:
             self.ice_servers = list(p2p.ice_servers)
             return
         try:
-            found_all = await extdisco.discover(self.room.xmpp, self.room.config.domain, 5.0)
+            found = await self.room.ice_servers(timeout=5.0)
         except Exception as e:  # no extdisco: host candidates only
             log.info("no STUN/TURN from the server: %s", e)
-            self.ice_problems = [f"STUN/TURN discovery failed: {e}"]
             return
-        self.ice_problems = list(found_all.problems)
-        for problem in self.ice_problems:
-            log.warning("STUN/TURN discovery: %s", problem)
-        found = found_all.ice_servers
         flt = p2p.candidate_filter
         if flt is not None:
             found = [s for s in found if all(flt(_url_host(u)) for u in s.urls)]
         self.ice_servers = found
         self._p2p_config = dataclasses.replace(p2p, ice_servers=found)
+        disc = getattr(getattr(self, "room", None), "ice_discovery", None)
+        self.ice_problems = list(disc.problems) if disc is not None else []
 
     async def wait_paired(self, timeout: float | None = None) -> None:
         await asyncio.wait_for(self._paired.wait(), timeout)

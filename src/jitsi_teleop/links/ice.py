@@ -234,6 +234,7 @@ class IceAgent(aioice.Connection):
         upgrade_max_interval: float = 8.0,
         gather_timeout: float = 2.0,
         queue_limit: int = 256,
+        relay_only: bool = False,
     ) -> None:
         self.choice = choose_servers(servers)
         c = self.choice
@@ -252,6 +253,8 @@ class IceAgent(aioice.Connection):
         self.upgrade_interval = upgrade_interval
         self.upgrade_max_interval = upgrade_max_interval
         self.gather_timeout = gather_timeout
+        #: pair remote candidates with the relay candidate only (the doctor's relay test)
+        self.relay_only = relay_only
         self.gather_reports: list[GatherReport] = []
         self.selected: SelectedPair | None = None
         #: every selected pair in order (an upgrade from relay to direct appends one)
@@ -271,6 +274,7 @@ class IceAgent(aioice.Connection):
         self._prev: tuple[aioice.ice.StunProtocol, tuple[str, int], float] | None = None
         self._relay_protocol: aioice.ice.StunProtocol | None = None
         self._upgrade_task: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Future[None]] = set()
 
     # ------------------------------------------------------------ gathering -------------
     def _host_addresses(self) -> list[str]:
@@ -412,6 +416,17 @@ class IceAgent(aioice.Connection):
         else:
             log.warning("%s server %s: %s", kind.upper(), server, detail)
 
+    def _pair_remote_candidate(self, remote_candidate: Candidate) -> None:
+        if not self.relay_only:
+            super()._pair_remote_candidate(remote_candidate)
+            return
+        for protocol in self._protocols:
+            lc = protocol.local_candidate
+            if lc.type != "relay" or not lc.can_pair_with(remote_candidate):
+                continue
+            if not self._find_pair(protocol, remote_candidate):
+                self._check_list.append(aioice.ice.CandidatePair(protocol, remote_candidate))
+
     def _remote_candidates_expected(self) -> bool:
         # our own trickled candidates can still form pairs: do not declare failure yet
         return self._gathering or super()._remote_candidates_expected()
@@ -440,9 +455,8 @@ class IceAgent(aioice.Connection):
         """Hold a relayed pair's (nominating) check while a direct pair may still work."""
         held = False
         while not self._closing:
-            current = self._nominated.get(pair.component)
-            if current is not None:
-                return _relayed(current)  # never replace a direct pair by a relayed one
+            if self._nominated.get(pair.component) is not None:
+                return False  # never replace a selected pair by a relayed one
             started = self._connect_started or time.monotonic()
             if time.monotonic() - started >= self.relay_grace or not self._direct_pending():
                 return True
@@ -462,8 +476,33 @@ class IceAgent(aioice.Connection):
         )
 
     def check_complete(self, pair: aioice.ice.CandidatePair) -> None:
+        current = self._nominated.get(pair.component)
         super().check_complete(pair)
+        if (
+            self.ice_controlling
+            and current is not None
+            and pair is not current
+            and self._nominated.get(pair.component) is pair
+            and not (_relayed(current) and not _relayed(pair))
+        ):
+            # a later nomination that is no better (checks were in flight together): keep the
+            # first; _confirm() tells the controlled agent which one stands
+            self._nominated[pair.component] = current
         self._note_selected()
+
+    def check_incoming(
+        self, message: Any, addr: tuple[str, int], protocol: aioice.ice.StunProtocol
+    ) -> None:
+        # connect() cancels the checks still running when it completes, which leaves their
+        # pairs "in progress" for good, and aioice starts no triggered check on such a pair:
+        # a later nomination of it (our upgrade, the controlling agent's confirmation) would
+        # be ignored. Such pairs are failed, so the triggered check runs.
+        for p in self._check_list:
+            stale = p.state == _State.IN_PROGRESS and (p.task is None or p.task.done())
+            if stale and p.protocol is protocol and p.remote_addr == (addr[0], addr[1]):
+                p.state = _State.FAILED
+                p.task = None
+        super().check_incoming(message, addr, protocol)
 
     def _note_selected(self) -> None:
         pair = self._nominated.get(1)
@@ -490,11 +529,30 @@ class IceAgent(aioice.Connection):
             log.info("ICE selected %s", sel.describe())
         else:
             log.info("ICE moved from %s to %s", previous.describe(), sel.describe())
+        if self.ice_controlling:
+            self._spawn(self._confirm(pair))
         if self.on_selected is not None:
             try:
                 self.on_selected(sel)
             except Exception:
                 log.exception("selected-pair callback failed")
+
+    async def _confirm(self, pair: aioice.ice.CandidatePair) -> None:
+        """Nominate the selected pair again, a few times. Several nominating checks can be in
+        flight at once (aggressive nomination; held relay checks released together), and
+        aioice's controlled agent keeps the pair of the last nomination it saw, which need not
+        be ours: the two ends would then send on different pairs and drop each other's data
+        as foreign. The last word is the controlling agent's."""
+        for delay in (0.0, 0.5, 2.0):
+            await asyncio.sleep(delay)
+            if self._closing or self._nominated.get(pair.component) is not pair:
+                return
+            await self._probe(pair)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _upgrade_loop(self) -> None:
         """While a relayed pair is selected, re-check the direct pairs, backing off."""
@@ -578,14 +636,19 @@ class IceAgent(aioice.Connection):
         proto, addr = self._sel_protocol, self._sel_addr
         if proto is None or addr is None or self._closing:
             return False
-        if self._sel_relayed:  # TURN sends in a task: it must own its bytes
+        transport = proto.transport
+        # the caller reuses its buffer: whoever keeps the datagram for later must own a copy
+        # (TURN sends in a task; a transport with a backlog queues)
+        if self._sel_relayed or transport.get_write_buffer_size():
             data = bytes(data)
-        proto.transport.sendto(data, addr)
+        transport.sendto(data, addr)
         return True
 
     async def close(self) -> None:
         if self._upgrade_task is not None:
             self._upgrade_task.cancel()
+        for task in list(self._tasks):
+            task.cancel()
         self._gathering = False
         self._sel_protocol = self._sel_addr = None
         self._prev = None
@@ -621,5 +684,29 @@ __all__ = [
     "all_addresses",
     "candidate_line",
     "choose_servers",
+    "ice_summary",
     "parse_ice_url",
 ]
+
+
+def ice_summary(report: dict[str, Any]) -> list[tuple[str, str]]:
+    """Key/value lines of a session's ICE report (``SessionSnapshot.ice``) for diagnostics."""
+    sel = report.get("selected") or {}
+    servers = report.get("servers") or []
+    dg = report.get("datagram") or {}
+    ch = report.get("channel") or {}
+    pair = ""
+    if sel:
+        pair = f"{sel['local_type']} {sel['local']} -> {sel['remote_type']} {sel['remote']}"
+    return [
+        ("ice_path", report.get("path") or ""),
+        ("ice_pair", pair),
+        ("ice_turn_server", sel.get("turn_server") or ""),
+        ("ice_pair_switches", str(dg.get("switches", ch.get("switches", 0)))),
+        ("ice_foreign_dropped", str(dg.get("foreign_dropped", 0) + ch.get("foreign_dropped", 0))),
+        (
+            "ice_servers",
+            "; ".join(f"{r['server']} {'ok' if r['ok'] else r['detail']}" for r in servers),
+        ),
+        ("ice_problems", "; ".join(report.get("discovery_problems") or [])),
+    ]

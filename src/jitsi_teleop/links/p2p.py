@@ -299,6 +299,7 @@ class P2PLink(Link):
             self._dg.on_data = self._on_datagram
             self._dg.on_closed = lambda: self._dg_lost("datagram connection closed")
         self._sendbuf = bytearray(_SID.size + cfg.max_message_size)
+        self._sendview = memoryview(self._sendbuf)
         self._latest_ch: RTCDataChannel | None = None
         self._reliable_ch: RTCDataChannel | None = None
         self._stats = LinkStats()
@@ -553,10 +554,9 @@ class P2PLink(Link):
         buf = self._sendbuf
         _SID.pack_into(buf, 0, stream_id)
         buf[_SID.size : size] = payload
-        with memoryview(buf) as view:
-            if not conn.send_now(view[:size]):
-                self._stats.refused += 1
-                return
+        if not conn.send_now(self._sendview[:size]):
+            self._stats.refused += 1
+            return
         self._stats.sent += 1
         self._stats.bytes_sent += size
 
@@ -607,6 +607,12 @@ class P2PLink(Link):
         if self._dg_ready and self._dg is not None and self._dg.selected is not None:
             return self._dg.selected
         return self._agent.selected
+
+    @property
+    def foreign_dropped(self) -> int:
+        """Datagrams dropped before the receiver: foreign source, or a full queue."""
+        agents = [self._agent] + ([self._dg] if self._dg is not None else [])
+        return sum(a.foreign_dropped + a.queue_dropped for a in agents)
 
     def ice_report(self) -> dict[str, Any]:
         """Selected pairs, pair switches, per-server gathering outcomes and drop counters."""

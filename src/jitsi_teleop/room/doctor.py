@@ -45,6 +45,9 @@ class DoctorReport:
     endpoints: list[dict[str, Any]] = field(default_factory=list)
     other_occupants: int = 0
     ice_servers: list[dict[str, Any]] = field(default_factory=list)
+    #: what this site got from those servers and whether a path through the TURN relay works
+    #: (links.ice_check: per-server outcome, candidate types, the relay path's selected pair)
+    ice_check: dict[str, Any] = field(default_factory=dict)
     rtt_server_ms: float | None = None
     rtt_room_ms: float | None = None
     warnings: list[str] = field(default_factory=list)
@@ -86,6 +89,11 @@ class DoctorReport:
             for s in self.ice_servers:
                 cred = " (with credentials)" if s.get("username") else ""
                 lines.append(f"    {' '.join(s['urls'])}{cred}")
+        if self.ice_check:
+            from ..links.ice_check import describe
+
+            lines.append("  ice check")
+            lines.extend(describe(self.ice_check))
         if self.rtt_server_ms is not None:
             lines.append(f"  rtt server  {self.rtt_server_ms:.1f} ms (XEP-0199 ping)")
         if self.rtt_room_ms is not None:
@@ -111,6 +119,8 @@ class DoctorOptions:
     timeout: float = 20.0
     pings: int = 3
     require_turn: bool = False
+    #: gather with the announced STUN/TURN servers and call through the TURN relay
+    ice_check: bool = True
 
 
 async def _build_config(opts: DoctorOptions) -> RoomConfig:
@@ -225,6 +235,13 @@ async def _checks(opts: DoctorOptions, report: DoctorReport) -> None:
             servers = []
             report.warnings.append(f"external service discovery failed: {e}")
         report.ice_servers = [asdict(s) for s in servers]
+        if opts.ice_check and servers:
+            from ..links.ice_check import ice_check
+
+            report.ice_check = await ice_check(servers)
+            rp = report.ice_check.get("relay_path") or {}
+            if not rp.get("ok"):
+                report.warnings.append(f"TURN relay path: {rp.get('detail', 'not relayed')}")
         if not any(u.startswith(("turn:", "turns:")) for s in servers for u in s.urls):
             msg = "the server announces no TURN server (P2P may fail across NATs)"
             if opts.require_turn:

@@ -53,6 +53,7 @@ from jitsi_teleop.bridge.topics import (
     load_topics,
     peer_of,
 )
+from jitsi_teleop.links.ice import ice_summary
 from jitsi_teleop.links.p2p import P2PConfig, loopback_only
 from jitsi_teleop.loop_thread import LoopThread
 from jitsi_teleop.relay_faces import ipv4_loopback, remote_advertise
@@ -347,7 +348,10 @@ def diagnostics(node: TransportNode, status: BridgeStatus | None) -> list[Diagno
         link.level, link.message = DiagnosticStatus.WARN, f"path {s.path}: slow path via the room"
     else:
         rtt = _ms(s.rtt_us.get(PATH_P2P))
-        link.level, link.message = DiagnosticStatus.OK, f"path p2p, rtt {rtt} ms"
+        via = (s.ice.get("selected") or {}).get("turn_server")
+        kind = s.ice.get("path") or "direct"
+        kind = f"{kind} via {via}" if via else kind
+        link.level, link.message = DiagnosticStatus.OK, f"path p2p ({kind}), rtt {rtt} ms"
     kv += [
         ("path", s.path),
         ("paired", str(s.paired).lower()),
@@ -367,6 +371,7 @@ def diagnostics(node: TransportNode, status: BridgeStatus | None) -> list[Diagno
         ("handoff_p50_us", _us(status.handoff_p50_us)),
         ("handoff_p99_us", _us(status.handoff_p99_us)),
         ("problems", "; ".join(problems)),
+        *ice_summary(s.ice),
     ]
     link.values = [KeyValue(key=k, value=v) for k, v in kv]
     out = [link]

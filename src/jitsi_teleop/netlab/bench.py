@@ -57,6 +57,8 @@ class CaseResult:
     raw_udp_p50_ms: float | None = None
     raw_udp_p99_ms: float | None = None
     errors: list[str] = field(default_factory=list)
+    #: 1-minute load average of the machine at the start and end of the case (shared cores)
+    load: list[float] = field(default_factory=list)
 
 
 @dataclass
@@ -149,6 +151,7 @@ async def session_stream(lab: Lab, duration: float) -> dict[str, Any]:
 
 async def run_case(name: str, cfg: LabConfig, runs: int, duration: float, out: Callable) -> Any:
     res = CaseResult(name)
+    res.load.append(round(os.getloadavg()[0], 1))
     lat50, lat99, deliv = [], [], []
     for i in range(runs):
         c = LabConfig(**{**asdict(cfg), "rate_hz": RATE_HZ})
@@ -175,6 +178,7 @@ async def run_case(name: str, cfg: LabConfig, runs: int, duration: float, out: C
             res.errors.append(f"{type(e).__name__}: {str(e)[-300:]}")
     if lat50 and lat50[0] is not None:
         res.latency_p50_ms, res.latency_p99_ms, res.delivered = lat50[0], lat99[0], deliv[0]
+    res.load.append(round(os.getloadavg()[0], 1))
     out(_case_row(res))
     return res
 
@@ -186,6 +190,7 @@ async def run_rows(imp: Impairment | None, duration: float, out: Callable) -> li
         cfg = LabConfig(block_direct_udp=blocked, impairment=imp, rate_hz=RATE_HZ)
         udp = Row("udp-forwarded" if blocked else "udp-direct", label)
         ses = Row("session-turn" if blocked else "session-direct", label)
+        udp.notes["load"] = ses.notes["load"] = round(os.getloadavg()[0], 1)
         try:
             async with Lab(cfg) as lab:
                 try:

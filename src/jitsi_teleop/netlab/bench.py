@@ -166,8 +166,11 @@ async def run_case(name: str, cfg: LabConfig, runs: int, duration: float, out: C
                     res.join_to_fast_s.append(round(r.join_to_fast_s, 3))
                 if len(res.pairs) < 3:
                     res.pairs.append({"leader": r.leader["pair"], "follower": r.follower["pair"]})
-                if i == 0:  # one latency window per case keeps the run short
+                if not lat50:  # one latency window per case keeps the run short
                     s = await session_stream(lab, duration)
+                    if s["p50_ms"] is None:  # nothing arrived in the window: say so, try
+                        res.errors.append(f"run {i + 1}: no samples in the window: {s}")
+                        continue  # the next run
                     lat50.append(s["p50_ms"])
                     lat99.append(s["p99_ms"])
                     deliv.append(s["received"] / max(1, s["sent"]))

@@ -33,6 +33,7 @@ packet the router forwards, from an NFQUEUE program: :mod:`jitsi_teleop.netlab.d
 from __future__ import annotations
 
 import contextlib
+import itertools
 import subprocess
 import sys
 import time
@@ -45,6 +46,7 @@ NAT_KINDS = ("full-cone", "port-restricted", "symmetric")
 _ALIASES = {"cone": "port-restricted", "restricted": "port-restricted", "full": "full-cone"}
 
 SERVER_IP = "198.18.0.2"
+_instances = itertools.count(1)
 ROUTER_IP = "198.18.0.1"
 
 
@@ -104,10 +106,12 @@ class Internet:
     def __post_init__(self) -> None:
         self.nat_a = nat_kind(self.nat_a)
         self.nat_b = nat_kind(self.nat_b)
+        if not self.tag:  # two internets of one process never share a namespace name
+            self.tag = f"i{next(_instances)}"
 
     # --- build ---------------------------------------------------------------------------
     def _ns(self, role: str) -> Netns:
-        ns = Netns(f"{self.tag}{role}" if self.tag else role).create()
+        ns = Netns(f"{self.tag}{role}").create()
         self._spaces.append(ns)
         return ns
 

@@ -159,8 +159,8 @@ async def test_cut_moves_to_the_room_within_the_bound_and_back():
 
 
 async def test_nat_that_remaps_mid_session_recovers_the_fast_path():
-    """NAT B (symmetric) forgets its mappings mid-session (a reboot, a conntrack flush): site B's
-    next datagrams leave from new public ports. The fast path must come back (directly, or via
+    """NAT B (symmetric) forgets its UDP mappings mid-session (conntrack entries deleted): site
+    B's next datagrams leave from new public ports. The fast path must come back (directly, or via
     the room and a rebuilt link), never hang on the old mapping."""
     cfg = LabConfig("full-cone", "symmetric")
     async with Lab(cfg) as lab:
@@ -172,7 +172,7 @@ async def test_nat_that_remaps_mid_session_recovers_the_fast_path():
             "a direct fast path carrying frames",
         )
         before = ls["pair"]["remote"]
-        await asyncio.to_thread(lab.net.flush_conntrack, "b")
+        await asyncio.to_thread(lab.net.flush_conntrack, "b", "udp")
         mark = fs["received"].get("p2p", 0)
         ls, fs = await lab.until(
             lambda ls, fs: (

@@ -215,9 +215,14 @@ class Internet:
         """Take a site's uplink down (room and fast path both)."""
         self._router().link_up(self.sites[side].router_if, not on)
 
-    def flush_conntrack(self, side: str) -> None:
-        """Forget a NAT's mappings (a NAT reboot: the site's public ports change)."""
-        self.sites[side].nat.run("conntrack", "-F", check=False)
+    def flush_conntrack(self, side: str, proto: str | None = None) -> None:
+        """Forget a NAT's mappings: all of them (a NAT reboot: the room's TCP connection dies
+        too), or one protocol's (``"udp"``: the fast path's public ports change)."""
+        nat = self.sites[side].nat
+        if proto is None:
+            nat.run("conntrack", "-F", check=False)
+        else:
+            nat.run("conntrack", "-D", "-p", proto, check=False)
 
     def impair(self, imp: Impairment | None) -> None:
         """Set one-way delay/jitter (per packet, both directions) and loss on the router;

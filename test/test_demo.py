@@ -80,6 +80,12 @@ def test_demo_runs_headless_and_reports_tracking_and_force(tmp_path: Path) -> No
     assert msg["sent"] > 0 and 0 < msg["received"] <= msg["sent"]
     assert s["machine"]["cpu_count"] >= 1 and s["options"]["duration_s"] == 10.0
     assert set(s["cpu"]) >= {"leader", "follower", "parent"}
+    # join -> paired -> fast path per site, and what the room tried (nothing here)
+    for role in ("leader", "follower"):
+        p = s["pairing"][role]
+        assert 0 < p["join_to_paired_s"] <= p["join_to_fast_path_s"]
+        assert p["unproven_claimants"] == 0
+    assert "pairing: leader paired" in proc.stdout
 
 
 def test_scenario_starts_at_rest_and_touches_the_table_only_in_the_contact_phase() -> None:
@@ -109,12 +115,21 @@ def test_status_prints_plain_lines_when_not_a_terminal() -> None:
     view = LiveStatus(10.0, out)
     snap = StatusSnapshot(
         leader={"t": 2.0, "phase": "reach", "path": "p2p", "tip": [0, 0.5, 0.5], "force": 1.0},
-        follower={"path": "p2p", "rx_hz": 200.0, "latency_ms": 1.2, "tip": [0, 0.5, 0.503]},
+        follower={
+            "path": "p2p",
+            "rx_hz": 200.0,
+            "latency_ms": 1.2,
+            "tip": [0, 0.5, 0.503],
+            "refused": 17,
+            "unproven": 2,
+        },
     )
     view.update(snap, force=True)
     text = out.getvalue()
     assert "\x1b[" not in text and text.count("\n") == 1
     assert "p2p" in text and "3.0 mm" in text and "1.2 ms" in text
+    # an operator sees that the room is under attack
+    assert "refused from the room: leader 0 / follower 17 (impostors: 0 / 2)" in text
 
 
 def test_bad_options_fail_with_one_line(capsys: pytest.CaptureFixture[str]) -> None:

@@ -123,3 +123,23 @@ async def test_doctor_unreachable_and_usage(room_name):
     assert code == 2 and "meeting URL" in err
     code, out, err = await run_doctor(f"http://127.0.0.1:{port}/room")
     assert code == 8  # config.js could not be fetched
+
+
+async def test_doctor_shows_copied_role_claims_and_who_may_kick(prosody, rooms, room_name):
+    """A room under attack: a second occupant copies the leader's presence. The doctor says
+    that two occupants claim the role (at most one can prove it) and who may kick."""
+    leader = rooms(room_config(prosody, room_name, teleop_role="leader", key_id="ab12"))
+    copycat = rooms(room_config(prosody, room_name, teleop_role="leader", key_id="ab12"))
+    await leader.join()  # first in: owns the room on this server
+    await copycat.join()
+    code, out, err = await run_doctor(*explicit(prosody, room_name), "--json")
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["role_claims"] == {"leader": 2}
+    assert any(m.startswith(leader.nick) for m in report["moderators"])
+    assert not any(m.startswith(copycat.nick) for m in report["moderators"])
+    assert set(report["refusals"]) >= {"invalid_presences", "key_conflicts", "iq_dropped"}
+    assert report["refusals"]["key_conflicts"] >= 1  # the copied role/key was noticed
+    code, out, err = await run_doctor(*explicit(prosody, room_name))
+    assert code == 0, err
+    assert "2 occupants claim the leader role" in out and "may kick" in out

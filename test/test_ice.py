@@ -349,3 +349,67 @@ async def test_junk_udp_at_the_datagram_port_is_dropped_before_the_receiver():
     finally:
         flooder.close()
         await asyncio.gather(a.close(), b.close())
+
+
+# ---------------------------------------------------------------- trickle --------------
+@needs_coturn
+async def test_trickled_candidates_host_first_then_relay_and_a_slow_turn_does_not_delay():
+    """With trickle the description carries host candidates only, so the link connects on
+    the host pair while a slow TURN server is still being asked; its relay candidate (or its
+    failure) arrives later as signals."""
+    srv = LoopbackCoturn(secret=secrets.token_hex(8)).start()
+    slow = await delay_proxy(("127.0.0.1", srv.port), 0.8)
+    try:
+        ice = servers(slow.port, srv.secret)
+        a = P2PLink("b", cfg(ice, gather_timeout=5.0), controlling=True)
+        b = P2PLink("a", cfg(ice, gather_timeout=5.0), controlling=False)
+        sent: dict[str, list[tuple[str, list[str], bool]]] = {"a": [], "b": []}
+        tasks: list[asyncio.Future[None]] = []
+        try:
+            da, db = await asyncio.gather(a.describe(trickle=True), b.describe(trickle=True))
+            assert da.trickle and all(" typ host" in c for c in da.candidates)
+            assert P2PDescription.from_dict(da.to_dict()) == da
+
+            def wire(src: str, dst: P2PLink):
+                def send(conn: str, lines: list[str], end: bool) -> None:
+                    sent[src].append((conn, lines, end))
+                    tasks.append(asyncio.ensure_future(dst.add_remote_candidates(conn, lines, end)))
+
+                return send
+
+            a.trickle(wire("a", b))
+            b.trickle(wire("b", a))
+            await asyncio.gather(a.connect(db), b.connect(da))
+            # connected on the host pair before the relay candidates were even known
+            assert not any(lines for _, lines, _ in sent["a"])
+            assert kinds(a) == {"channel": "direct", "datagram": "direct"}
+            await eventually(
+                lambda: {c for c, _, e in sent["a"] if e} == {"channel", "datagram"},
+                timeout=20,
+                what="end-of-candidates for both connections",
+            )
+            # the proxy stands in front of the server like a NAT: STUN reports its address
+            # (srflx), TURN allocates a relay
+            later = [ln for _, lines, _ in sent["a"] for ln in lines]
+            assert any(" typ relay" in ln for ln in later)
+            assert all(" typ relay" in ln or " typ srflx" in ln for ln in later)
+            assert any(c.type == "relay" for c in b._agent.remote_candidates)
+            await stream(a, b)
+        finally:
+            await asyncio.gather(a.close(), b.close())
+    finally:
+        slow.close()
+        srv.cleanup()
+
+
+async def test_trickled_candidates_are_strictly_checked():
+    a = P2PLink("b", cfg(connect_timeout=2), controlling=True)
+    try:
+        with pytest.raises(DescriptionError):
+            await a.add_remote_candidates("bogus", ["x"], False)
+        with pytest.raises(DescriptionError):
+            await a.add_remote_candidates("channel", ["not a candidate"], False)
+        with pytest.raises(DescriptionError):
+            await a.add_remote_candidates("channel", ["127.0.0.1 9"] * 40, False)
+    finally:
+        await a.close()

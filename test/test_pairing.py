@@ -488,6 +488,65 @@ def test_crossed_initiations_converge_on_one_session() -> None:
     assert fs.session_id == lp.session.session_id
 
 
+def test_crossed_initiations_counted_at_both_ends_and_resolved_either_order() -> None:
+    # the follower's INIT may reach the leader before or after the leader's reaches it
+    for follower_first in (True, False):
+        lp, fp = leader(), follower()
+        l1, f1 = lp.initiate(FOLLOWER), fp.initiate(LEADER)
+        if follower_first:
+            assert lp.handle(f1, FOLLOWER).reply is None
+            m2 = fp.handle(l1, LEADER).reply
+        else:
+            m2 = fp.handle(l1, LEADER).reply
+            assert lp.handle(f1, FOLLOWER).reply is None
+        assert m2 is not None
+        m3 = lp.handle(m2, FOLLOWER).reply
+        assert m3 is not None and fp.handle(m3, LEADER).session is not None
+        assert lp.counters.crossed == 1 and fp.counters.crossed == 1
+        assert lp.session is not None and fp.session is not None
+        assert lp.session.session_id == fp.session.session_id
+
+
+def test_handshakes_with_several_claimants_run_at_once() -> None:
+    """The leader offers a handshake to three occupants claiming the follower role; the two
+    impostors never answer (or answer with the wrong key) and do not hold up the real one."""
+    lp = leader()
+    impostors = [make(Role.FOLLOWER, f"imp{i}", WRONG) for i in range(2)]
+    fp = follower()
+    inits = {p.local_id: lp.initiate(p.local_id) for p in (*impostors, fp)}
+    with pytest.raises(KeyMismatch):
+        impostors[0].handle(inits["imp0"], LEADER)  # an impostor cannot even answer
+    m2 = fp.handle(inits[FOLLOWER], LEADER).reply
+    assert m2 is not None
+    m3 = lp.handle(m2, FOLLOWER).reply
+    assert m3 is not None and lp.session is not None and lp.session.peer_id == FOLLOWER
+    assert not lp.in_progress("imp0") and not lp.in_progress("imp1")  # moot now
+
+
+def test_initiations_are_bounded() -> None:
+    lp = make(Role.LEADER, LEADER, max_initiated=3)
+    fp = follower()
+    m1 = lp.initiate(FOLLOWER)
+    for i in range(3):
+        lp.initiate(f"imp{i}")
+    # the oldest handshake (with the real follower) was dropped to stay within the bound
+    m2 = fp.handle(m1, LEADER).reply
+    with pytest.raises(UnexpectedMessage):
+        lp.handle(m2 or b"", FOLLOWER)
+    assert [lp.in_progress(f"imp{i}") for i in range(3)] == [True, True, True]
+
+
+def test_new_local_id_drops_handshakes_in_flight() -> None:
+    lp, fp = leader(), follower()
+    m1 = lp.initiate(FOLLOWER)
+    lp.set_local_id("1eade401")  # rejoined under another nick
+    m2 = fp.handle(m1, LEADER).reply
+    with pytest.raises((UnexpectedMessage, IdentityMismatch)):
+        lp.handle(m2 or b"", FOLLOWER)
+    ls, fs = run(lp, fp)  # a new handshake binds the new nick
+    assert fs.peer_id == "1eade401" and ls.local_id == "1eade401"
+
+
 def test_new_fingerprints_used_by_later_handshakes() -> None:
     lp, fp = leader(), follower()
     run(lp, fp)

@@ -9,9 +9,11 @@ that the client retries, answers disco, and declines Jingle (result, then sessio
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import pytest
 from slixmpp import ComponentXMPP, Iq
+from slixmpp.exceptions import IqError, IqTimeout
 from slixmpp.xmlstream.handler import Callback
 from slixmpp.xmlstream.matcher import MatchXPath
 
@@ -167,3 +169,32 @@ async def test_missing_focus_is_skipped_unless_required(prosody, rooms, room_nam
     with pytest.raises(FocusError) as info:
         await strict.join()
     assert info.value.focus_absent
+
+
+async def test_only_the_real_focus_skips_the_query_rate_limit(prosody, focus, rooms, room_name):
+    """The focus component may ask as often as it needs (Jicofo asks every occupant); an
+    occupant that calls itself "focus" is limited like anyone else."""
+    cfg = room_config(prosody, room_name, teleop_role="follower", focus=prosody.focus_domain)
+    room = rooms(cfg)
+    await room.join()
+    n = 30
+    answers = await asyncio.gather(*(focus.disco(room.occupant_jid(room.nick)) for _ in range(n)))
+    assert len(answers) == n and room.stats.iq_dropped == 0
+    # in another room (no focus: plain Prosody) an occupant takes the nick "focus"
+    other = room_name + "-x"
+    target = rooms(room_config(prosody, other, teleop_role="follower"))
+    await target.join()
+    fake = rooms(room_config(prosody, other, teleop_role=None))
+    await fake.join()
+    fake.change_nick("focus")
+    await eventually(lambda: "focus" in target.occupants, what="nick taken")
+    assert target.occupants["focus"].is_focus  # by nick, which proves nothing
+
+    async def ask() -> None:
+        iq = fake.xmpp.make_iq_get(ito=fake.occupant_jid(target.nick))
+        iq.xml.append(iq.xml.makeelement("{http://jabber.org/protocol/disco#info}query", {}))
+        with contextlib.suppress(IqTimeout, IqError):
+            await iq.send(timeout=2)
+
+    await asyncio.gather(*(ask() for _ in range(n)))
+    assert target.stats.iq_dropped > 0

@@ -211,8 +211,8 @@ async def test_ice_servers_come_from_the_servers_extdisco(prosody, rooms, room_n
     cfg = fast_config(discover_ice_servers=True, pair_retry=5.0)
     session = Session(room, cfg, SECRET, "leader", LEADER_OUT)
     try:
-        await session.start()
-        urls = [u for s in session.ice_servers for u in s.urls]
+        await session.start()  # discovery runs beside pairing, not before it
+        urls = [u for s in await session.wait_ice_servers() for u in s.urls]
         assert "stun:127.0.0.1:3478" in urls
         assert any(u.startswith("turn:127.0.0.1:3478") for u in urls)
         turn = [s for s in session.ice_servers if s.username]

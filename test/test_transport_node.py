@@ -217,6 +217,13 @@ def test_diagnostics_report_path_and_latency(sites):
     # the selected ICE pair: a direct loopback pair, no TURN server in it
     assert link.get("ice_path") == "direct" and link["ice_turn_server"] == "", link
     assert link["ice_pair"].startswith(("host 127.0.0.1:", "prflx 127.0.0.1:"))
+    # how long the site took from joining the room to paired, and to the fast path
+    assert 0 < float(link["join_to_paired_s"]) <= float(link["join_to_fast_path_s"])
+    # and a `ros2 launch` user reads whom it paired with and why the path is what it is
+    log = {p.role: p.log() for p in sites.procs}
+    assert "paired with follower" in log["leader"] and "paired with leader" in log["follower"]
+    assert "path muc -> p2p: data channel healthy" in log["follower"]
+    assert "fast path up" in log["follower"]
     sender = link_status(sites.leader_diag)  # the ROS -> asyncio thread hop, at the sender
     assert sender is not None
     assert 0 < float(sender["handoff_p50_us"]) <= float(sender["handoff_p99_us"])
@@ -285,6 +292,9 @@ def test_a_third_occupant_cannot_publish_into_either_site(sites):
     assert len(got_f.items) > 50  # the legitimate leader still gets through
     link = link_status(sites.follower_diag)
     assert link is not None and link["path"] == "p2p" and link["paired"] == "true"
+    # the stranger claimed the leader's role and could not prove it: counted, with why
+    assert int(link["unproven_claimants"]) >= 1
+    assert "key_mismatch=" in link["refused"]
     for p in sites.procs:
         assert p.proc.poll() is None
 

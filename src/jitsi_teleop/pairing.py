@@ -144,7 +144,7 @@ class PairingCounters:
     initiated: int = 0
     responded: int = 0
     completed: int = 0
-    crossed: int = 0  # both initiated at once; the leader's handshake went on
+    crossed: int = 0  # both initiated at once; the leader's handshake went on (counted at both)
     malformed: int = 0
     wrong_version: int = 0
     key_mismatch: int = 0
@@ -558,6 +558,7 @@ class Pairing:
         random_bytes: Callable[[int], bytes] = os.urandom,
         replay_memory: int = 1024,
         max_pending: int = 4,
+        max_initiated: int = 16,
     ) -> None:
         self.role = Role(role)
         self.room = normalize_room(room)
@@ -573,13 +574,40 @@ class Pairing:
         self._init_key = _hkdf(self._room_key, b"", b"init mac")
         self._seen = _Seen(replay_memory)
         self._completed = _Seen(replay_memory)
-        self._initiated: _Pending | None = None
+        #: handshakes we started, one per occupant (several role claimants are tried at
+        #: once, so an impostor that never answers cannot hold up the real peer)
+        self._initiated: OrderedDict[str, _Pending] = OrderedDict()
         self._responding: OrderedDict[str, _Pending] = OrderedDict()
         self._max_pending = max_pending
+        self._max_initiated = max_initiated
 
     @property
     def key_id(self) -> str:
         return self._key_id.hex()
+
+    def set_local_id(self, local_id: str) -> None:
+        """Our address changed (a rejoin under another nick): handshakes in flight were bound
+        to the old one and are dropped."""
+        if not local_id:
+            raise ValueError("local_id must not be empty")
+        if local_id != self.local_id:
+            self.local_id = local_id
+            self._initiated.clear()
+            self._responding.clear()
+
+    def in_progress(self, peer_id: str) -> bool:
+        """A handshake with ``peer_id`` is under way (either direction)."""
+        return peer_id in self._initiated or peer_id in self._responding
+
+    def abandon(self, peer_id: str | None = None) -> None:
+        """Forget handshakes in flight with ``peer_id`` (all when None): it left, or another
+        occupant proved the secret first."""
+        if peer_id is None:
+            self._initiated.clear()
+            self._responding.clear()
+        else:
+            self._initiated.pop(peer_id, None)
+            self._responding.pop(peer_id, None)
 
     def set_local_fingerprints(self, fingerprints: Iterable[str]) -> None:
         """New DTLS certificate (new peer connection): later handshakes bind these."""
@@ -588,7 +616,9 @@ class Pairing:
     # -- initiator ------------------------------------------------------------------------
 
     def initiate(self, peer_id: str) -> bytes:
-        """Start a handshake with ``peer_id``; replaces any handshake we started before."""
+        """Start a handshake with ``peer_id``; replaces the one we started with it before
+        (handshakes with other occupants go on; the oldest beyond ``max_initiated`` is
+        dropped)."""
         if not peer_id or peer_id == self.local_id:
             raise ValueError("peer_id must be another occupant's nick")
         p = self._new_pending(peer_id)
@@ -608,7 +638,10 @@ class Pairing:
         init = decode_message(msg)
         assert isinstance(init, Hello)
         p.init = init
-        self._initiated = p
+        self._initiated.pop(peer_id, None)
+        self._initiated[peer_id] = p
+        while len(self._initiated) > self._max_initiated:
+            self._initiated.popitem(last=False)
         self._seen.add(p.nonce)
         self.counters.initiated += 1
         return msg
@@ -682,11 +715,14 @@ class Pairing:
         if m.nonce in self._seen:
             raise ReplayedMessage(f"INIT from {from_id} was seen before (replay)")
         self._seen.add(m.nonce)
-        if self._initiated is not None and self._initiated.peer_id == from_id:
-            if self.role is Role.LEADER:  # crossed: the follower answers ours instead
-                self.counters.crossed += 1
+        if from_id in self._initiated:
+            # crossed (both started at once): resolved the same way at both ends, without a
+            # timeout: the leader's handshake goes on and the follower answers it. Roles
+            # always differ between ends that hold the secret (RoleConflict otherwise).
+            self.counters.crossed += 1
+            if self.role is Role.LEADER:
                 return HandshakeResult()
-            self._initiated = None
+            del self._initiated[from_id]
         return HandshakeResult(reply=self._respond(m, from_id))
 
     def _respond(self, m: Hello, from_id: str) -> bytes:
@@ -724,7 +760,8 @@ class Pairing:
         key = _hkdf(p.dh, self._room_key, b"confirm mac" + p.th)
         if not hmac.compare_digest(m.mac, _mac(key, m.body + p.th)):
             raise AuthenticationFailed(f"CONFIRM from {from_id} failed authentication")
-        del self._responding[from_id]
+        self._initiated.clear()
+        self._responding.clear()
         self._completed.add(p.nonce)
         init = p.init
         self.session = _session(
@@ -744,8 +781,13 @@ class Pairing:
     # -- initiator ------------------------------------------------------------------------
 
     def _on_response(self, m: Hello, from_id: str) -> HandshakeResult:
-        p = self._initiated
+        p = self._initiated.get(from_id)
         if p is None or m.echo != p.nonce:
+            for other in self._initiated.values():
+                if m.echo == other.nonce:  # a real answer, relayed by someone else
+                    raise IdentityMismatch(
+                        f"RESPONSE to our handshake with {other.peer_id!r} came from {from_id!r}"
+                    )
             if m.echo is not None and m.echo in self._completed:
                 raise ReplayedMessage(f"RESPONSE from {from_id} for a completed handshake")
             raise UnexpectedMessage(f"RESPONSE from {from_id} answers no handshake we started")
@@ -767,7 +809,9 @@ class Pairing:
             )
         body = bytes(_Writer(MsgType.CONFIRM).raw(p.nonce).raw(m.nonce).buf)
         mac = _mac(_hkdf(dh, self._room_key, b"confirm mac" + th), body + th)
-        self._initiated = None
+        # another occupant proved the secret first: whatever else is in flight is moot
+        self._initiated.clear()
+        self._responding.clear()
         self._completed.add(p.nonce)
         self.session = _session(
             self.role,

@@ -21,7 +21,6 @@ is rebuilt (same DTLS certificate, so the pairing stays valid) and traffic retur
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import dataclasses
 import json
@@ -33,18 +32,17 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from slixmpp import Message
-
 from . import protect, wire
+from .carrier import Carrier, CarrierDown, CarrierEvent, CarrierUp, MemberLeft, PeerChannel
 from .clock import ClockError, ClockEstimator, ClockProber, answer_ping
 from .links.base import FrameTooLarge, Link, LinkBusy, LinkClosed, LinkError
-from .links.muc import MucLink
 from .links.p2p import P2PConfig, P2PDescription, P2PLink
+from .pairer import Pairer, PairerConfig
 from .pairing import HandshakeError, Pairing, Role, Secret, SessionKeys
 from .protect import ProtectError, SessionCipher
 from .room.extdisco import IceServer
-from .room.occupants import OccupantLeft
 from .room.room import Room
+from .roomlock import RoomLock
 from .stats import PathSnapshot, PathStats
 
 log = logging.getLogger(__name__)
@@ -55,6 +53,7 @@ CTRL_PING = 2  # latest: clock probe (clock.py)
 CTRL_PONG = 3
 CTRL_ACK = 4  # latest: cumulative acks, (flags u8, stream u16, seq u32) each
 CTRL_REFUSAL = 5  # reliable: JSON list of the problems we found in the peer's descriptors
+CTRL_ROOM_LOCK = 6  # reliable: UTF-8 room password we locked the room with ("" = unlocked)
 #: link-level stream ids used for control frames (the MUC link thins per link stream id)
 _LINK_CTRL = 0xFFF0
 _ACK_ITEM = struct.Struct(">BHI")
@@ -117,10 +116,19 @@ class SessionConfig:
     #: silence on the data channel (no authenticated frame) that moves traffic to the room
     failover_after: float = 0.5
     #: consecutive answered probes over a (re)built data channel before traffic returns to it
+    #: (the first move to a data channel that never failed needs one: it has just been
+    #: authenticated end to end, and every probe waited for delays the fast path)
     failback_probes: int = 3
     #: a data channel down or silent this long is torn down and rebuilt (leader offers)
     reconnect_after: float = 1.5
+    #: a handshake offered to a role claimant and not completed is offered again after
+    #: this long (a lost message; normal pairing never waits for it)
     pair_retry: float = 3.0
+    #: bounds on what occupants claiming the peer's role may cost (pairer.PairerConfig)
+    pairer: PairerConfig = field(default_factory=PairerConfig)
+    #: when we may (room owner/moderator): lock the room with a random password while paired,
+    #: so nobody new can join; the password goes to the peer sealed, so it can rejoin
+    lock_room: bool = False
     ack_interval: float = 0.05
     resend_after: float = 1.0
     max_unacked: int = 512
@@ -184,6 +192,11 @@ class SessionSnapshot:
     problems: list[str]
     peer_refusals: list[str]
     paths: dict[str, PathSnapshot]
+    #: seconds from the room join to paired / to the fast path (the latest pairing)
+    timings: dict[str, float | None] = field(default_factory=dict)
+    #: what the room tried that we refused, by reason; ``unproven_claimants``: occupants
+    #: that claimed the peer's role and could not prove it
+    refusals: dict[str, int] = field(default_factory=dict)
     #: the fast path's ICE: selected pair per connection (host/srflx/prflx/relay, TURN server
     #: when relayed), pair switches, STUN/TURN outcomes, dropped foreign datagrams
     ice: dict[str, Any] = field(default_factory=dict)
@@ -207,7 +220,8 @@ class _RxReliable:
 class Session:
     """One end of a teleop session. ``descriptors`` are the streams this end sends;
     ``expected`` (optional) the streams it accepts from the peer (None: any announced stream
-    of a known type). The room must be joined. Usage::
+    of a known type). ``room``: a joined :class:`Room` or any
+    :class:`~jitsi_teleop.carrier.Carrier`. Usage::
 
         s = Session(room, SessionConfig(), secret, "leader", descriptors, on_receive=cb)
         await s.start()          # returns at once; pairing runs in the background
@@ -219,7 +233,7 @@ class Session:
 
     def __init__(
         self,
-        room: Room,
+        room: Room | Carrier,
         config: SessionConfig,
         secret: Secret,
         role: Role | str,
@@ -228,7 +242,14 @@ class Session:
         expected: Sequence[wire.StreamDescriptor] | None = None,
         on_receive: ReceiveCallback | None = None,
     ) -> None:
-        self.room = room
+        if isinstance(room, Room):
+            from .carriers.room import RoomCarrier
+
+            self.room: Room | None = room
+            self.carrier: Carrier = RoomCarrier(room)
+        else:
+            self.room = getattr(room, "room", None)
+            self.carrier = room
         self.config = config
         self.role = Role(role)
         self.descriptors = {d.stream_id: d for d in descriptors}
@@ -242,13 +263,27 @@ class Session:
         #: why announced STUN/TURN services were not usable (malformed, no credentials, ...)
         self.ice_problems: list[str] = []
         self._p2p_config = config.p2p
-        self._pairing: Pairing | None = None
+        self._pairer: Pairer | None = None
         self._keys: SessionKeys | None = None
         self._cipher: SessionCipher | None = None
         self._old_cipher: tuple[SessionCipher, float] | None = None
         self._peer: str | None = None
         self._peer_left = False  #: the peer left the room but still talks over the data channel
-        self._muc: MucLink | None = None
+        self._ice_task: asyncio.Task[None] | None = None
+        self._lock = RoomLock(
+            self.carrier,
+            config.lock_room,
+            lambda pw: self._send_control(CTRL_ROOM_LOCK, pw, reliable=True),
+            self._count,
+            self._spawn,
+        )
+        self._started_at: float | None = None
+        self._joined_at: float | None = None
+        self._paired_at: float | None = None
+        self._fast_at: float | None = None
+        self._removed = False  #: kicked; cleared when back in the room
+        self._p2p_failed = False  #: the data channel failed once: fail-back needs more probes
+        self._offering = False
         self._p2p: P2PLink | None = None
         self._certificate: Any = None
         self._p2p_gen = 0
@@ -298,28 +333,62 @@ class Session:
         return self._peer
 
     @property
+    def _pairing(self) -> Pairing | None:
+        return self._pairer.pairing if self._pairer is not None else None
+
+    @property
+    def _muc(self) -> PeerChannel | None:
+        """The room path: the channel to the authenticated peer, and only to it."""
+        return self._pairer.channel(self._peer) if self._pairer is not None else None
+
+    @property
     def remote_descriptors(self) -> dict[int, wire.StreamDescriptor]:
         return dict(self._remote)
 
     async def start(self) -> None:
-        """Begin pairing in the background (the room must be joined)."""
+        """Begin pairing in the background (the room must be joined). Pairing starts at
+        once; STUN/TURN discovery runs beside it (only the data channel offer needs it)."""
         if self._tasks:
             raise SessionError("start() called twice")
-        if self.config.use_p2p and self.config.discover_ice_servers:
-            await self._discover_ice_servers()
+        self._started_at = time.monotonic()
+        self._joined_at = getattr(self.room, "joined_at", None) or self._started_at
         if self.config.use_p2p:
             from aiortc import RTCCertificate
 
             self._certificate = RTCCertificate.generateCertificate()
-        fps = self._local_fingerprints()
-        self._pairing = Pairing(self._secret, self.role, self.room.config.room, self.room.nick, fps)
-        self._unhook.append(self.room.add_message_handler(self._on_foreign_message))
-        self._unhook.append(self.room.subscribe(self._on_room_event))
+            if self.config.discover_ice_servers:
+                self._ice_task = asyncio.ensure_future(self._discover_ice_servers())
+        pcfg = dataclasses.replace(self.config.pairer, reoffer_after=self.config.pair_retry)
+        self._pairer = Pairer(
+            self.carrier,
+            self._secret,
+            self.role,
+            self._local_fingerprints(),
+            pcfg,
+            on_paired=self._on_paired,
+            on_signal=self._on_signal,
+            on_record=lambda n, _s, p: self._on_record(PATH_MUC, n, p),
+        )
+        self.carrier.set_foreign_handler(self._on_foreign)
+        self._unhook.append(self.carrier.subscribe(self._on_carrier_event))
+        self._pairer.start()
+        self._pairer.seek(True)
         self._tasks = [
-            asyncio.ensure_future(self._pair_loop()),
+            asyncio.ensure_future(self._maintain_loop()),
             asyncio.ensure_future(self._probe_loop()),
             asyncio.ensure_future(self._ack_loop()),
         ]
+
+    async def wait_ice_servers(self) -> list[IceServer]:
+        """The STUN/TURN servers once discovery (started by ``start()``) is done."""
+        await self._ice_ready()
+        return list(self.ice_servers)
+
+    async def _ice_ready(self) -> None:
+        """STUN/TURN discovery done (it never raises; at most its own timeout)."""
+        if self._ice_task is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._ice_task)
 
     async def _discover_ice_servers(self) -> None:
         p2p = self.config.p2p
@@ -327,7 +396,7 @@ class Session:
             self.ice_servers = list(p2p.ice_servers)
             return
         try:
-            found = await self.room.ice_servers(timeout=5.0)
+            found = await self.carrier.ice_servers(timeout=5.0)
         except Exception as e:  # no extdisco: host candidates only
             log.info("no STUN/TURN from the server: %s", e)
             return
@@ -405,6 +474,8 @@ class Session:
             [p.message for p in self.problems],
             list(self.peer_refusals),
             paths,
+            self.timings(),
+            self.refusals(),
             self._ice_report(),
         )
 
@@ -418,6 +489,33 @@ class Session:
         report["discovery_problems"] = list(self.ice_problems)
         return report
 
+    def timings(self) -> dict[str, float | None]:
+        """Seconds from the room join (or session start) to paired and to the fast path."""
+
+        def since(t: float | None, t0: float | None) -> float | None:
+            return None if t is None or t0 is None else round(t - t0, 4)
+
+        return {
+            "join_to_paired_s": since(self._paired_at, self._joined_at),
+            "join_to_fast_path_s": since(self._fast_at, self._joined_at),
+            "start_to_paired_s": since(self._paired_at, self._started_at),
+            "paired_to_fast_path_s": since(self._fast_at, self._paired_at),
+        }
+
+    def refusals(self) -> dict[str, int]:
+        """What we refused from the room, by reason (handshakes, rate limits, frames and
+        signals from occupants that are not the peer), and ``unproven_claimants``."""
+        out: dict[str, int] = {}
+        if self._pairer is not None:
+            out.update(self._pairer.snapshot())
+        for k in ("foreign_frames", "foreign_signals", "signal_refused", "signal_invalid"):
+            if self.counters.get(k):
+                out[k] = out.get(k, 0) + self.counters[k]
+        datagrams = getattr(self._p2p, "foreign_dropped", 0)
+        if datagrams:
+            out["foreign_datagrams"] = datagrams
+        return out
+
     async def close(self) -> None:
         self._closed = True
         for t in self._tasks:
@@ -428,10 +526,18 @@ class Session:
             t.cancel()
         for u in self._unhook:
             u()
-        for link in (self._p2p, self._muc):
-            if link is not None:
-                with contextlib.suppress(Exception):
-                    await link.close()
+        if self._ice_task is not None:
+            self._ice_task.cancel()
+        await self._lock.close()
+        if self._p2p is not None:
+            with contextlib.suppress(Exception):
+                await self._p2p.close()
+        if self._pairer is not None:
+            with contextlib.suppress(Exception):
+                await self._pairer.close()
+        detach = getattr(self.carrier, "detach", None)
+        if detach is not None and self.room is not None:
+            detach()  # the RoomCarrier we made for this session
         self._path = PATH_NONE
 
     # ------------------------------------------------------------ pairing ---------------
@@ -448,82 +554,54 @@ class Session:
     def _count(self, name: str, n: int = 1) -> None:
         self.counters[name] = self.counters.get(name, 0) + n
 
-    def _candidates(self) -> list[str]:
-        want = self.role.other.value
-        return [
-            o.nick
-            for o in self.room.peers
-            if o.teleop is not None and o.teleop.role == want and not o.is_self
-        ]
-
-    def _bind_muc(self, nick: str) -> MucLink:
-        if self._muc is not None and self._muc.peer_nick == nick:
-            return self._muc
-        old = self._muc
-        if old is not None:
-            self._spawn(old.close())
-        link = MucLink(self.room, nick, follow_key=False)
-        link.set_receive_callback(lambda n, s, p: self._on_record(PATH_MUC, n, p))
-        link.set_signal_callback(self._on_signal)
-        self._muc = link
-        return link
-
-    async def _pair_loop(self) -> None:
-        """Offer a handshake to each occupant claiming the other role, in turn, until one
-        proves the secret; presence is unauthenticated, so a claim alone means nothing."""
-        turn = 0
-        if self.role is Role.FOLLOWER:
-            # give the leader the first move: two handshakes crossing at start-up would pair
-            # twice (harmless, but it resets sequence state once more)
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._paired.wait(), self.config.pair_retry)
+    async def _maintain_loop(self) -> None:
+        """Keep the data channel up while paired; look for the peer again when it left the
+        room while its data channel lived on (the room path needs its new nick)."""
         while not self._closed:
             try:
-                # still paired, unless the peer left the room while its data channel lived
-                # on: then pair again with it once it is back (the room path needs its nick)
-                repair = self._peer_left and self.room.online
-                if self._cipher is not None and not repair:
-                    await self._maintain_p2p()
-                    await asyncio.sleep(self.config.probe_interval)
+                await asyncio.sleep(self.config.probe_interval)
+                if self._cipher is None or self._pairer is None:
                     continue
-                cands = self._candidates() if self.room.online else []
-                if cands:
-                    nick = cands[turn % len(cands)]
-                    turn += 1
-                    assert self._pairing is not None
-                    link = self._bind_muc(nick)
-                    try:
-                        msg = self._pairing.initiate(nick)
-                        link.send_signal({"t": "pair", "m": base64.b64encode(msg).decode()})
-                    except (LinkError, ValueError) as e:
-                        log.debug("pairing offer to %s not sent: %s", nick, e)
-                    if repair:  # already paired: _paired is set, so wait out the reply
-                        await asyncio.sleep(self.config.pair_retry)
-                    else:
-                        with contextlib.suppress(asyncio.TimeoutError):
-                            await asyncio.wait_for(self._paired.wait(), self.config.pair_retry)
-                else:
-                    await asyncio.sleep(0.1)
+                if self._peer_left and self.carrier.online and not self._pairer.seeking:
+                    self._pairer.seek(True, self._peer)
+                await self._maintain_p2p()
             except asyncio.CancelledError:
                 raise
             except Exception:
-                log.exception("pairing loop")
+                log.exception("session maintenance")
                 await asyncio.sleep(0.5)
 
-    def _on_room_event(self, event: object) -> None:
+    def _on_carrier_event(self, event: CarrierEvent) -> None:
         """The authenticated peer left the room: forget the pairing and look for it again
         (a restarted peer comes back under a new nick and must prove the secret again).
 
         Unless its data channel is still alive: when the room server restarts or drops our
         connection, the peer "leaves" the room while the peer-to-peer path, which does not go
         through the server, carries on. Then the pairing is kept until that path goes quiet
-        too, or the peer pairs again after rejoining."""
-        if isinstance(event, OccupantLeft) and event.occupant.nick == self._peer:
+        too, or the peer pairs again after rejoining.
+
+        Kicked ourselves: the carrier rejoins by itself; then we offer the peer a new
+        handshake (it saw us leave), and the follower holds meanwhile (no fresh commands)."""
+        if isinstance(event, MemberLeft) and event.peer_id == self._peer:
             if self._p2p_alive():
                 log.info("peer %s left the room; its data channel is alive: keeping it", self._peer)
                 self._peer_left = True
                 return
             self._forget_peer()
+        elif isinstance(event, CarrierDown):
+            if event.removed:
+                self._removed = True
+                self._count("kicked")
+                log.warning("removed from the room: rejoining, then pairing again")
+        elif isinstance(event, CarrierUp) and event.rejoin and self._pairer is not None:
+            removed, self._removed = self._removed, False
+            if self._peer is not None and not self.carrier.is_present(self._peer):
+                if not self._p2p_alive():
+                    self._forget_peer()
+                    return
+                self._peer_left = True
+            if removed and self._cipher is not None:
+                self._pairer.seek(True, self._peer)  # the peer saw us leave: pair again
 
     def _p2p_alive(self) -> bool:
         link = self._p2p
@@ -537,7 +615,7 @@ class Session:
 
     def _forget_peer(self) -> None:
         if self._peer is not None:
-            log.info("peer %s left the room", self._peer)
+            log.info("peer %s left the room: pairing again", self._peer)
             self._peer_left = False
             self._cipher = None
             self._keys = None
@@ -547,54 +625,71 @@ class Session:
                 self._spawn(self._p2p.close())
                 self._p2p = None
             self._set_path(PATH_NONE, "peer left", None)
+            self._lock.on_unpaired()
+        if self._pairer is not None:
+            self._pairer.seek(True)
 
     def _on_signal(self, nick: str, msg: dict[str, Any]) -> None:
+        """Signals other than the handshake (the pairer handles those)."""
         kind = msg.get("t")
-        if kind == "pair":
-            self._on_pair(nick, msg)
-        elif kind in ("offer", "answer"):
+        if kind in ("offer", "answer"):
             self._spawn(self._on_description(nick, kind, msg))
+        elif kind == "cand":
+            self._spawn(self._on_candidates(nick, msg))
         else:
             self._count("signal_invalid")
 
-    def _on_pair(self, nick: str, msg: dict[str, Any]) -> None:
-        assert self._pairing is not None
-        try:
-            data = base64.b64decode(str(msg.get("m", "")), validate=True)
-            result = self._pairing.handle(data, nick)
-        except HandshakeError as e:
-            log.warning("handshake from %s refused: %s", nick, e)
-            return
-        except ValueError:
-            self._count("signal_invalid")
-            return
-        if result.reply is not None and self._muc is not None and self._muc.peer_nick == nick:
-            with contextlib.suppress(LinkError):
-                self._muc.send_signal({"t": "pair", "m": base64.b64encode(result.reply).decode()})
-        if result.session is not None:
-            self._on_paired(result.session)
+    def _on_foreign(self, nick: str, kind: str) -> None:
+        """Teleop messages from an occupant we have no channel to (it claims no role, or
+        more claim one than we talk to): refused and counted."""
+        if kind == "frame":
+            self._stats[PATH_MUC].on_drop("foreign_sender")
+            self._count("foreign_frames")
+        else:
+            self._count("foreign_signals")
 
     def _on_paired(self, keys: SessionKeys) -> None:
+        now = time.monotonic()
+        first = self._peer is None or self._peer != keys.peer_id or self._cipher is None
         self._peer_left = False
         if self._cipher is not None:
-            self._old_cipher = (self._cipher, time.monotonic() + self.config.old_keys_grace)
+            self._old_cipher = (self._cipher, now + self.config.old_keys_grace)
         self._keys = keys
         self._cipher = SessionCipher.from_session(keys)
         self._peer = keys.peer_id
-        muc = self._bind_muc(keys.peer_id)
-        muc.pin(keys.peer_id)
+        assert self._pairer is not None
+        self._pairer.seek(False, keys.peer_id)
         # a new pairing is a new session: both ends restart sequence and delivery state
         self._rx_rel.clear()
         self._rx_latest.clear()
         self._reassembler = wire.Reassembler()
         self._renumber_unacked()
         self._send_descriptors()
-        self._last_rx[PATH_MUC] = time.monotonic()
+        self._last_rx[PATH_MUC] = now
         if self._path == PATH_NONE:
             self._set_path(PATH_MUC, "paired", None)
         self._resend_all()
+        if first or self._paired_at is None:
+            self._paired_at = now
+            self._fast_at = None
         self._paired.set()
-        log.info("paired with %s (%s)", keys.peer_id, keys.session_id.hex())
+        took = (
+            ""
+            if self._joined_at is None
+            else f", {(now - self._joined_at) * 1e3:.0f} ms after joining"
+        )
+        refused = self._pairer.snapshot().get("unproven_claimants", 0)
+        log.info(
+            "paired with %s (session %s%s; %d impostor claimant(s) refused)",
+            keys.peer_id,
+            keys.session_id.hex()[:12],
+            took,
+            refused,
+        )
+        # the data channel offer goes out now, not at the next maintenance tick
+        if self.role is Role.LEADER and self.config.use_p2p and self._p2p is None:
+            self._spawn(self._offer())
+        self._lock.on_paired()
 
     def _renumber_unacked(self) -> None:
         for key, pending in self._unacked.items():
@@ -612,27 +707,13 @@ class Session:
         payload = self._epoch + wire.encode_descriptors(self.descriptors.values())
         self._send_control(CTRL_DESCRIPTORS, payload, reliable=True)
 
-    def _on_foreign_message(self, nick: str, msg: Message) -> bool:
-        """Teleop frames/signals from an occupant that is not our authenticated peer: refuse
-        and count them (the MUC link talks only to the occupant it is bound to)."""
-        bound = self._muc.peer_nick if self._muc is not None else None
-        if nick == self._peer or nick == bound:
-            return False
-        xml = msg.xml
-        if xml.find("{urn:jitsi-teleop:0}frame") is not None:
-            self._stats[PATH_MUC].on_drop("foreign_sender")
-            self._count("foreign_frames")
-            return True
-        if xml.find("{urn:jitsi-teleop:0}signal") is not None:
-            self._count("foreign_signals")
-            return True
-        return False
-
     # ------------------------------------------------------------ the data channel ------
     async def _maintain_p2p(self) -> None:
         """Leader: (re)build the data channel when there is none or it is dead; offers are
         at least ``reconnect_after`` apart."""
         if not self.config.use_p2p or self.role is not Role.LEADER or self._muc is None:
+            return
+        if self._offering:
             return
         link = self._p2p
         now = time.monotonic()
@@ -650,15 +731,24 @@ class Session:
         await self._offer()
 
     async def _offer(self) -> None:
-        assert self._muc is not None
-        self._p2p_started = time.monotonic()
-        self._p2p_gen += 1
-        link = self._new_p2p()
+        if self._offering:
+            return
+        self._offering = True
         try:
-            desc = await link.describe()
-            self._muc.send_signal({"t": "offer", "g": self._p2p_gen, "d": desc.to_dict()})
+            await self._ice_ready()
+            muc = self._muc
+            if muc is None or self._cipher is None or self._closed:
+                return
+            self._p2p_started = time.monotonic()
+            self._p2p_gen += 1
+            link = self._new_p2p()
+            desc = await link.describe(trickle=True)
+            muc.send_signal({"t": "offer", "g": self._p2p_gen, "d": desc.to_dict()})
+            link.trickle(self._candidate_sender(self._p2p_gen))
         except LinkError as e:
             log.info("data channel offer failed: %s", e)
+        finally:
+            self._offering = False
 
     def _new_p2p(self) -> P2PLink:
         old = self._p2p
@@ -703,9 +793,10 @@ class Session:
             self._p2p_gen = gen
             link = self._new_p2p()
             try:
-                mine = await link.describe()
+                mine = await link.describe(trickle=True)
                 assert self._muc is not None
                 self._muc.send_signal({"t": "answer", "g": gen, "d": mine.to_dict()})
+                link.trickle(self._candidate_sender(gen))
             except LinkError as e:
                 log.info("cannot answer the offer: %s", e)
                 return
@@ -717,6 +808,40 @@ class Session:
         with contextlib.suppress(LinkError):
             await link.connect(desc)
 
+    def _candidate_sender(self, gen: int) -> Callable[[str, list[str], bool], None]:
+        """Trickle: one "cand" signal per gathered candidate, and one at the end."""
+
+        def send(connection: str, lines: list[str], end: bool) -> None:
+            muc = self._muc
+            if muc is not None and gen == self._p2p_gen and not self._closed:
+                with contextlib.suppress(Exception):
+                    muc.send_signal({"t": "cand", "g": gen, "c": connection, "l": lines, "e": end})
+
+        return send
+
+    async def _on_candidates(self, nick: str, msg: dict[str, Any]) -> None:
+        link = self._p2p
+        gen, conn, lines, end = msg.get("g"), msg.get("c"), msg.get("l"), msg.get("e")
+        if nick != self._peer or self._pairing is None or link is None:
+            self._count("signal_refused")
+            return
+        if gen != self._p2p_gen:
+            self._count("signal_stale")
+            return
+        if (
+            not isinstance(conn, str)
+            or not isinstance(lines, list)
+            or not isinstance(end, bool)
+            or not all(isinstance(x, str) for x in lines)
+        ):
+            self._count("signal_invalid")
+            return
+        try:
+            await link.add_remote_candidates(conn, lines, end)
+        except ValueError as e:
+            log.warning("ICE candidates from %s refused: %s", nick, e)
+            self._count("signal_invalid")
+
     def _on_p2p_state(self, link: P2PLink, state: str) -> None:
         if link is not self._p2p:
             return
@@ -725,6 +850,8 @@ class Session:
             self._p2p_down_since = None
             self._last_rx[PATH_P2P] = now
             self._p2p_ok_probes = 0
+            if self._cipher is not None:
+                self._ping(PATH_P2P)  # now, not at the next probe tick
         elif state in ("failed", "closed"):
             self._p2p_down_since = now
             if self._path == PATH_P2P:
@@ -737,9 +864,16 @@ class Session:
         if old == new:
             return
         self._path = new
-        self.path_events.append(PathEvent(time.monotonic(), old, new, reason, detection))
+        now = time.monotonic()
+        self.path_events.append(PathEvent(now, old, new, reason, detection))
         took = "" if detection is None else f", detected after {detection * 1e3:.0f} ms"
-        log.info("path %s -> %s (%s%s)", old, new, reason, took)
+        if old == PATH_P2P and new == PATH_MUC:
+            self._p2p_failed = True
+        if new == PATH_P2P and self._fast_at is None and self._paired_at is not None:
+            self._fast_at = now
+            if self._joined_at is not None:
+                took += f", {(now - self._joined_at) * 1e3:.0f} ms after joining"
+        log.info("path %s -> %s with %s (%s%s)", old, new, self._peer, reason, took)
         if old != PATH_NONE:
             self._resend_all()
 
@@ -763,7 +897,7 @@ class Session:
         elif (
             link is not None
             and link.ready
-            and self._p2p_ok_probes >= self.config.failback_probes
+            and self._p2p_ok_probes >= (self.config.failback_probes if self._p2p_failed else 1)
             and now - self._last_rx.get(PATH_P2P, 0.0) < self.config.failover_after
         ):
             self._p2p_down_since = None
@@ -969,9 +1103,11 @@ class Session:
             self._rtt[path] = float(sample.rtt_us)
             if path == PATH_P2P:
                 self._p2p_ok_probes += 1
+                if self._path != PATH_P2P:
+                    self._check_health()  # move now, not at the next probe tick
         elif kind == CTRL_ACK:
             self._on_ack(frame.payload)
-        elif kind in (CTRL_DESCRIPTORS, CTRL_REFUSAL) and frame.reliable:
+        elif kind in (CTRL_DESCRIPTORS, CTRL_REFUSAL, CTRL_ROOM_LOCK) and frame.reliable:
             st = self._rx_rel.setdefault((True, kind), _RxReliable())
             self._ack_due = True
             if wire.seq_newer(st.next_seq, frame.seq):
@@ -980,6 +1116,8 @@ class Session:
             st.next_seq = (frame.seq + 1) % wire.SEQ_MODULUS
             if kind == CTRL_DESCRIPTORS:
                 self._on_descriptors(frame.payload)
+            elif kind == CTRL_ROOM_LOCK:
+                self._lock.on_password(frame.payload)
             else:
                 self._on_refusal(frame.payload)
         else:

@@ -212,6 +212,7 @@ def build_report(
             "phases": [[p.name, p.start, p.end] for p in scenario.phases],
             "table_z_m": scenario.wall.offset,
         },
+        "pairing": _pairing(sites),
         "options": options,
         "sites": sites,
         "machine": machine_info(),
@@ -323,6 +324,45 @@ def _fmt(v: Any, fmt: str = ".1f") -> str:
     return "–" if v is None else f"{v:{fmt}}"
 
 
+def _pairing(sites: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Per site: seconds from joining the room to paired and to the fast path, and what it
+    refused from the room (by reason; ``unproven_claimants``: occupants that claimed the
+    peer's role and could not prove it)."""
+    out: dict[str, Any] = {}
+    for role, site in sites.items():
+        p = site.get("pairing") or {}
+        refusals = {k: v for k, v in (p.get("refusals") or {}).items() if v}
+        out[role] = {
+            "join_to_paired_s": (p.get("timings") or {}).get("join_to_paired_s"),
+            "join_to_fast_path_s": (p.get("timings") or {}).get("join_to_fast_path_s"),
+            "refused": {
+                k: v
+                for k, v in refusals.items()
+                if k not in ("unproven_claimants", "candidates", "offers")
+            },
+            "unproven_claimants": refusals.get("unproven_claimants", 0),
+        }
+    return out
+
+
+def _pairing_line(s: dict[str, Any]) -> str | None:
+    p = s.get("pairing")
+    if not p:
+        return None
+    parts = []
+    for role in ("leader", "follower"):
+        r = p.get(role)
+        if r is None:
+            continue
+        refused = ", ".join(f"{k} {v}" for k, v in sorted(r["refused"].items())) or "nothing"
+        parts.append(
+            f"{role} paired {_fmt(r['join_to_paired_s'], '.2f')} s, fast path "
+            f"{_fmt(r['join_to_fast_path_s'], '.2f')} s after joining; refused {refused}; "
+            f"impostors {r['unproven_claimants']}"
+        )
+    return "pairing: " + " | ".join(parts) if parts else None
+
+
 def format_summary(s: dict[str, Any], out: Path) -> str:
     tr, c, lat, msg = s["tracking"], s["contact"], s["latency"], s["messages"]
     cpu = s.get("cpu", {})
@@ -341,6 +381,9 @@ def format_summary(s: dict[str, Any], out: Path) -> str:
         f"messages: sent {msg['sent']}, received {msg['received']}, dropped {msg['dropped']} "
         f"({msg['discarded_on_arrival']} of them superseded or stale on arrival)",
     ]
+    pairing = _pairing_line(s)
+    if pairing:
+        lines.append(pairing)
     if cpu:
         lines.append("cpu: " + ", ".join(f"{k} {v:.0f}%" for k, v in cpu.items() if v is not None))
     ros = s.get("ros")

@@ -240,9 +240,19 @@ async def _status_loop(role: LeaderRole | FollowerRole, session: Session, link: 
                 "rx_hz": rate,
                 "latency_ms": sorted(recent)[len(recent) // 2] if recent else None,
                 "age_ms": min(ages) / 1e3 if ages else None,
+                "refused": _refused(snap.refusals),
+                "unproven": snap.refusals.get("unproven_claimants", 0),
                 **role.status(),
             }
         )
+
+
+def _refused(refusals: dict[str, int]) -> int:
+    """Everything the room tried that this site refused (not the bookkeeping entries)."""
+    return sum(v for k, v in refusals.items() if k not in _NOT_REFUSALS)
+
+
+_NOT_REFUSALS = ("unproven_claimants", "candidates", "offers")
 
 
 async def _report(
@@ -272,6 +282,7 @@ async def _report(
         "streams": _stream_counts(session),
         "rtt_ms": {k: (v / 1e3 if v is not None else None) for k, v in snap.rtt_us.items()},
         "failovers": snap.failovers,
+        "pairing": {"timings": snap.timings, "refusals": snap.refusals},
         "path_events": [
             {"at": e.at, "old": e.old, "new": e.new, "reason": e.reason}
             for e in session.path_events

@@ -59,6 +59,9 @@ class LiveStatus:
             f"  tracking error {_f(s.tracking_error_mm(), '5.1f', ' mm')}"
             f"  force at follower {_f(fol.get('force'), '5.1f', ' N')}"
             f"  rendered at leader {_f(lead.get('force'), '5.1f', ' N')}",
+            f"  refused from the room: leader {lead.get('refused', 0)}"
+            f" / follower {fol.get('refused', 0)}"
+            f" (impostors: {lead.get('unproven', 0)} / {fol.get('unproven', 0)})",
         ]
 
     def update(self, s: StatusSnapshot, force: bool = False) -> None:

@@ -81,6 +81,9 @@ class MucLink(Link):
     claiming the same identity are delivered with that occupant's nick; ``pin(nick)`` stops
     all following once a higher layer has authenticated the peer.
 
+    ``replay``: on creation, take the peer's signals that arrived in the last ``replay``
+    seconds and nobody claimed (the room keeps a few).
+
     Receiving: frames are checked (attributes, strict base64, sizes) and counted as
     ``invalid`` when bad; latest-only frames older than the newest seen are ``stale``.
     """
@@ -99,6 +102,7 @@ class MucLink(Link):
         peer_silence: float = 1.0,
         ack_interval: float = 0.3,
         ack_timeout: float = 3.0,
+        replay: float = 0.0,
     ) -> None:
         self.room = room
         self.peer_nick = peer_nick
@@ -130,7 +134,6 @@ class MucLink(Link):
         self._writable.set()
         self._closed = False
         self._overhead: int | None = None
-        self._unregister = room.add_message_handler(self._on_message)
         self._unsubscribe = room.subscribe(self._on_room_event)
         self.peer_silence = peer_silence
         self._last_rx = time.monotonic()
@@ -147,8 +150,18 @@ class MucLink(Link):
         self._retx = asyncio.ensure_future(self._retransmit_timer())
         self._watch = asyncio.ensure_future(self._watch_peer()) if self.peer_identity else None
         self._task = asyncio.ensure_future(self._run())
+        self._unregister = room.add_message_handler(self._on_message)
+        if replay > 0:
+            # signals the peer sent before this link existed (its first handshake), once the
+            # caller has set the callbacks (next loop turn, before any newer message)
+            asyncio.get_running_loop().call_soon(self._replay, replay)
 
     # ------------------------------------------------------------------ Link API ----------
+    @property
+    def peer_id(self) -> str:
+        """The carrier address of the peer (:class:`jitsi_teleop.carrier.PeerChannel`)."""
+        return self.peer_nick
+
     @property
     def stats(self) -> LinkStats:
         self._stats.queued_reliable = len(self._reliable)
@@ -356,6 +369,10 @@ class MucLink(Link):
                 self._stats.sent += 1
             self._stats.bytes_sent += size
             await asyncio.sleep(0)
+
+    def _replay(self, within: float) -> None:
+        if not self._closed:
+            self.room.replay_unclaimed(self._on_message, within)
 
     def pin(self, nick: str) -> None:
         """Bind to this occupant for good (e.g. once a higher layer authenticated it)."""

@@ -145,6 +145,8 @@ class P2PDescription:
     max_message_size: int = 65536
     #: optional second ICE connection for latest-only datagrams: (ufrag, pwd, candidates)
     datagram: tuple[str, str, tuple[str, ...]] | None = None
+    #: more candidates follow in "cand" signals (host candidates came first)
+    trickle: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {
@@ -159,13 +161,15 @@ class P2PDescription:
         if self.datagram is not None:
             ufrag, pwd, cands = self.datagram
             d["datagram"] = {"ufrag": ufrag, "pwd": pwd, "candidates": list(cands)}
+        if self.trickle:
+            d["trickle"] = True
         return d
 
     @classmethod
     def from_dict(cls, d: object) -> P2PDescription:
         """Strict: every field checked; raises :class:`DescriptionError` naming the field."""
         keys = {"v", "ufrag", "pwd", "candidates", "fingerprints", "sctp_port", "max_message_size"}
-        if not isinstance(d, dict) or not keys <= set(d) <= keys | {"datagram"}:
+        if not isinstance(d, dict) or not keys <= set(d) <= keys | {"datagram", "trickle"}:
             raise DescriptionError(f"description must have exactly the fields {sorted(keys)}")
         datagram = None
         if "datagram" in d:
@@ -174,6 +178,9 @@ class P2PDescription:
                 raise DescriptionError("datagram must have exactly ufrag, pwd and candidates")
             _check_ice(dg)
             datagram = (dg["ufrag"], dg["pwd"], tuple(dg["candidates"]))
+        trickle = d.get("trickle", False)
+        if trickle is not False and trickle is not True:
+            raise DescriptionError("description field trickle must be true or absent")
         if isinstance(d["v"], bool) or d["v"] not in ACCEPTED_VERSIONS:
             raise DescriptionError(f"description version {d['v']!r} is not {ACCEPTED_VERSIONS}")
         _check_ice(d)
@@ -193,6 +200,7 @@ class P2PDescription:
             d["sctp_port"],
             d["max_message_size"],
             datagram,
+            trickle,
         )
 
 
@@ -312,6 +320,10 @@ class P2PLink(Link):
         self._open = False
         self._closed = False
         self.refused_candidates = 0
+        self._remote_trickles = False
+        self._remote_count: dict[str, int] = {}
+        self._remote_ready: dict[str, asyncio.Event] = {}
+        self._tasks: set[asyncio.Future[None]] = set()
         self._stage = "candidates"
         self.state = "new"  # new -> connecting -> open -> closed | failed
         self._ice.on("statechange", self._on_transport_state)
@@ -333,10 +345,21 @@ class P2PLink(Link):
             gather_timeout=cfg.gather_timeout,
         )
 
-    async def describe(self) -> P2PDescription:
-        """Gather candidates (only addresses the filter allows) and describe this end."""
-        agents = [self._agent] + ([self._dg] if self._dg is not None else [])
-        await asyncio.gather(*(a.gather() for a in agents))
+    def _agents(self) -> dict[str, IceAgent]:
+        out = {"channel": self._agent}
+        if self._dg is not None:
+            out["datagram"] = self._dg
+        return out
+
+    async def describe(self, trickle: bool = False) -> P2PDescription:
+        """Gather candidates (only addresses the filter allows) and describe this end. With
+        ``trickle`` only host candidates are in the description: :meth:`trickle` then sends
+        the server-reflexive and relayed ones as they come."""
+        agents = list(self._agents().values())
+        if trickle:
+            await asyncio.gather(*(a.gather_host() for a in agents))
+        else:
+            await asyncio.gather(*(a.gather() for a in agents))
         params = self._gatherer.getLocalParameters()
         datagram = None
         if self._dg is not None:
@@ -353,9 +376,70 @@ class P2PLink(Link):
             self._sctp.port,
             self.config.max_message_size,
             datagram,
+            trickle,
         )
 
-    def _advertised(self, candidates: Sequence[aioice.Candidate]) -> tuple[str, ...]:
+    def trickle(self, send: Callable[[str, list[str], bool], None]) -> None:
+        """Gather from the STUN/TURN servers in the background; ``send(connection, lines,
+        end)`` for each candidate (``connection`` is "channel" or "datagram") and once with
+        ``end`` when a connection has all its candidates."""
+
+        async def run(name: str, agent: IceAgent) -> None:
+            def found(c: aioice.Candidate) -> None:
+                lines = self._advertised([c], allow_empty=True)
+                if lines and not self._closed:
+                    send(name, list(lines), False)
+
+            await agent.gather_servers(found)
+            if not self._closed:
+                send(name, [], True)
+
+        for name, agent in self._agents().items():
+            task = asyncio.ensure_future(run(name, agent))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def add_remote_candidates(self, connection: str, lines: Sequence[str], end: bool) -> None:
+        """Candidates the peer trickled (strictly parsed, filtered like the description's)."""
+        agent = self._agents().get(connection)
+        if connection == "datagram" and agent is None:
+            return  # the peer's datagram connection, which this end does not use
+        if agent is None or self._closed:
+            raise DescriptionError(f"no ICE connection {connection!r} to add candidates to")
+        if len(lines) > MAX_CANDIDATES - self._remote_count.get(connection, 0):
+            raise DescriptionError(f"more than {MAX_CANDIDATES} candidates for {connection}")
+        cands = [parse_candidate(t, 100 + i) for i, t in enumerate(lines)]
+        self._remote_count[connection] = self._remote_count.get(connection, 0) + len(cands)
+        # after the description's own candidates (connect() adds them), never before
+        ready = self._remote_ready.setdefault(connection, asyncio.Event())
+        try:
+            await asyncio.wait_for(ready.wait(), self.config.connect_timeout)
+        except asyncio.TimeoutError:
+            return  # connect() never came: the link is failing anyway
+        try:
+            for c in cands:
+                await self._add_one(agent, c)
+            if end:
+                await agent.add_remote_candidate(None)
+        except ValueError as e:  # after the peer's end-of-candidates
+            raise DescriptionError(f"candidate after end-of-candidates: {e}") from None
+
+    async def _add_one(self, agent: IceAgent, cand: aioice.Candidate) -> bool:
+        flt = self.config.candidate_filter
+        if flt is not None and not flt(cand.host):
+            self.refused_candidates += 1
+            log.warning(
+                "ICE candidate %s from %s refused: outside the allowed addresses",
+                cand.to_sdp(),
+                self.peer_nick,
+            )
+            return False
+        await agent.add_remote_candidate(cand)
+        return True
+
+    def _advertised(
+        self, candidates: Sequence[aioice.Candidate], allow_empty: bool = False
+    ) -> tuple[str, ...]:
         """Candidate lines to signal; ``advertise`` rewrites host candidates only (it routes
         the direct path through the tests' impairment relay)."""
         flt, adv = self.config.candidate_filter, self.config.advertise
@@ -367,7 +451,7 @@ class P2PLink(Link):
                 c = copy.copy(c)
                 c.host, c.port = adv(c.host, c.port)
             out.append(c.to_sdp())
-        if not out:
+        if not out and not allow_empty:
             raise LinkError("no ICE candidate survived the address filter")
         return tuple(out[:MAX_CANDIDATES])
 
@@ -389,6 +473,7 @@ class P2PLink(Link):
             raise LinkError(f"P2P connection to {self.peer_nick} failed ({self.state})")
 
     async def _connect(self, remote: P2PDescription) -> None:
+        self._remote_trickles = remote.trickle
         dg = None
         if self._dg is not None and remote.datagram is not None:
             dg = asyncio.ensure_future(self._connect_datagrams(remote.datagram))
@@ -404,31 +489,23 @@ class P2PLink(Link):
             except (ConnectionError, OSError) as e:  # the unordered channel carries latest
                 log.info("latest-only datagrams unavailable, using the channel: %s", e)
 
-    async def _add_remote(self, agent: IceAgent, lines: Sequence[str]) -> int:
+    async def _add_remote(self, agent: IceAgent, lines: Sequence[str], end: bool) -> int:
         """Add the peer's candidates that the address filter allows; the others are refused
         (counted in ``refused_candidates``) and never contacted."""
-        flt = self.config.candidate_filter
         accepted = 0
         for i, text in enumerate(lines):
-            cand = parse_candidate(text, i)
-            if flt is not None and not flt(cand.host):
-                self.refused_candidates += 1
-                log.warning(
-                    "ICE candidate %s from %s refused: outside the allowed addresses",
-                    text,
-                    self.peer_nick,
-                )
-                continue
-            await agent.add_remote_candidate(cand)
-            accepted += 1
-        await agent.add_remote_candidate(None)
+            accepted += await self._add_one(agent, parse_candidate(text, i))
+        if end:
+            await agent.add_remote_candidate(None)
         return accepted
 
     async def _connect_datagrams(self, remote: tuple[str, str, tuple[str, ...]]) -> None:
         assert self._dg is not None
         conn = self._dg
         conn.remote_username, conn.remote_password = remote[0], remote[1]
-        if not await self._add_remote(conn, remote[2]):
+        accepted = await self._add_remote(conn, remote[2], not self._remote_trickles)
+        self._remote_ready.setdefault("datagram", asyncio.Event()).set()
+        if not accepted and not self._remote_trickles:
             raise ConnectionError("no remote datagram candidate passed the address filter")
         await conn.connect()
         self._dg_ready = True
@@ -439,7 +516,9 @@ class P2PLink(Link):
             self._lost(why)
 
     async def _connect_channels(self, remote: P2PDescription) -> None:
-        if not await self._add_remote(self._agent, remote.candidates):
+        accepted = await self._add_remote(self._agent, remote.candidates, not remote.trickle)
+        self._remote_ready.setdefault("channel", asyncio.Event()).set()
+        if not accepted and not remote.trickle:
             raise ConnectionError("no remote candidate passed the address filter")
         self._stage = "ICE"
         await self._ice.start(RTCIceParameters(usernameFragment=remote.ufrag, password=remote.pwd))
@@ -585,6 +664,8 @@ class P2PLink(Link):
             return
         self._closed = True
         self._open = False
+        for task in list(self._tasks):
+            task.cancel()
         self._slots.clear()
         self._writable.set()
         if self._dg is not None:

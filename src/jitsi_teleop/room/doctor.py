@@ -44,6 +44,12 @@ class DoctorReport:
     focus_ready: bool | None = None
     endpoints: list[dict[str, Any]] = field(default_factory=list)
     other_occupants: int = 0
+    #: occupants per claimed teleop role: more than one means someone copies a presence
+    role_claims: dict[str, int] = field(default_factory=dict)
+    #: occupants that may kick (moderators) and owners, who may also lock the room
+    moderators: list[str] = field(default_factory=list)
+    #: what our own occupant refused while the checks ran (flooding, forged presences)
+    refusals: dict[str, int] = field(default_factory=dict)
     ice_servers: list[dict[str, Any]] = field(default_factory=list)
     #: what this site got from those servers and whether a path through the TURN relay works
     #: (links.ice_check: per-server outcome, candidate types, the relay path's selected pair)
@@ -84,6 +90,19 @@ class DoctorReport:
                     f"    {e['nick']}  {e['role']:<8} robot={e['robot'] or '-'} "
                     f"key={e['key_id'] or '-'}"
                 )
+        for role, n in sorted(self.role_claims.items()):
+            if n > 1:
+                lines.append(
+                    f"  claims      {n} occupants claim the {role} role: at most one holds the "
+                    "key, the others are impostors or stale sessions (pairing refuses them)"
+                )
+        if self.moderators:
+            lines.append(f"  moderators  {', '.join(self.moderators)} (may kick; owners may lock)")
+        refused = {k: v for k, v in self.refusals.items() if v}
+        if refused:
+            lines.append(
+                "  refused     " + ", ".join(f"{k} {v}" for k, v in sorted(refused.items()))
+            )
         if self.ok:
             lines.append(f"  ice servers {len(self.ice_servers)}")
             for s in self.ice_servers:
@@ -229,6 +248,13 @@ async def _checks(opts: DoctorOptions, report: DoctorReport) -> None:
             if o.teleop is not None and not o.is_self
         ]
         report.other_occupants = sum(1 for o in occupants if o.teleop is None and not o.is_self)
+        for e in report.endpoints:
+            report.role_claims[e["role"]] = report.role_claims.get(e["role"], 0) + 1
+        report.moderators = [
+            f"{o.nick} ({o.affiliation if o.affiliation in ('owner', 'admin') else o.muc_role})"
+            for o in occupants
+            if not o.is_self and (o.muc_role == "moderator" or o.affiliation in ("owner", "admin"))
+        ]
         try:
             servers = await room.ice_servers(timeout=5.0)
         except Exception as e:
@@ -265,6 +291,13 @@ async def _checks(opts: DoctorOptions, report: DoctorReport) -> None:
             return
         report.ok = True
     finally:
+        st = room.stats
+        report.refusals = {
+            "invalid_presences": st.invalid_presences,
+            "key_conflicts": st.key_conflicts,
+            "iq_dropped": st.iq_dropped,
+            "ignored_messages": st.ignored_messages,
+        }
         await room.close()
 
 

@@ -61,9 +61,11 @@ class RoomJoined:
 
 @dataclass(frozen=True)
 class RoomLeft:
-    """The connection dropped or we were removed; occupants are kept until reconciled."""
+    """The connection dropped or we were removed; occupants are kept until reconciled.
+    ``removed``: a moderator kicked us (or the room went away); the room rejoins by itself."""
 
     reason: str
+    removed: bool = False
 
 
 RoomEvent = OccupantJoined | OccupantLeft | OccupantChanged | RoomJoined | RoomLeft

@@ -12,6 +12,7 @@ import contextlib
 import logging
 import ssl
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 
@@ -56,6 +57,10 @@ DISCO_FEATURES = (NS_DISCO_INFO, NS_PING, NS_TELEOP)
 #: on the WebSocket transport, rounded up
 STREAM_SETUP_BYTES = 800
 
+#: unclaimed teleop signals kept for replay: per occupant, and occupants
+_UNCLAIMED_PER_NICK = 4
+_UNCLAIMED_NICKS = 128
+
 _JOIN_ERRORS = {
     "not-authorized": "wrong or missing room password",
     "not-allowed": "room creation refused by the server",
@@ -84,6 +89,7 @@ class RoomStats:
     iq_dropped: int = 0
     jingle_declined: int = 0
     bytes_sent: int = 0
+    kicked: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -120,12 +126,19 @@ class Room:
         self._grace: dict[str, float] = {}
         self._grace_task: asyncio.Task | None = None
         self._closing = False
+        self._renaming = False
         self._ever_joined = False
         self._tasks: set[asyncio.Task] = set()
         self._ping_task: asyncio.Task | None = None
         self._rejoin_task: asyncio.Task | None = None
         self.focus_reply: FocusReply | None = None
         self.rtt: float | None = None
+        #: monotonic time of the last successful (re)join: sessions measure pairing from it
+        self.joined_at: float | None = None
+        #: recent teleop signals no handler claimed (a peer's first handshake can arrive
+        #: before the session that answers it is started): replayed to new handlers. A few
+        #: per occupant, so that a flood from one cannot push out another's
+        self._unclaimed: dict[str, deque[tuple[float, Message]]] = {}
 
     # ---------------------------------------------------------------- public API -----------
     @property
@@ -160,11 +173,36 @@ class Room:
         self._listeners.append(listener)
         return lambda: self._listeners.remove(listener) if listener in self._listeners else None
 
-    def add_message_handler(self, handler: MessageHandler) -> Callable[[], None]:
+    def add_message_handler(
+        self, handler: MessageHandler, *, replay: float = 0.0
+    ) -> Callable[[], None]:
         """``handler(nick, message) -> bool`` sees private messages from occupants; returning
-        True claims the message. Unclaimed messages are counted as ignored."""
+        True claims the message. Unclaimed messages are counted as ignored. ``replay``: first
+        hand over teleop messages that nobody claimed in the last ``replay`` seconds."""
         self._handlers.append(handler)
+        if replay > 0:
+            self.replay_unclaimed(handler, replay)
         return lambda: self._handlers.remove(handler) if handler in self._handlers else None
+
+    def replay_unclaimed(self, handler: MessageHandler, within: float) -> None:
+        """Hand ``handler`` the teleop signals nobody claimed in the last ``within`` s, in
+        order; those it claims are forgotten."""
+        since = time.monotonic() - within
+        for nick, queue in list(self._unclaimed.items()):
+            kept: deque[tuple[float, Message]] = deque(maxlen=_UNCLAIMED_PER_NICK)
+            for t, msg in queue:
+                claimed = False
+                if t >= since:
+                    try:
+                        claimed = bool(handler(nick, msg))
+                    except Exception:
+                        log.exception("message handler failed")
+                if not claimed and t >= since:
+                    kept.append((t, msg))
+            if kept:
+                self._unclaimed[nick] = kept
+            else:
+                self._unclaimed.pop(nick, None)
 
     async def join(self) -> Occupant:
         """Connect, ask the focus (if configured), join; raise a RoomError subclass on failure.
@@ -320,6 +358,15 @@ class Room:
             raise RoomError("could not set room password: no answer") from e
         self.config.password = password
 
+    def change_nick(self, nick: str) -> None:
+        """Take another nick in the room (XEP-0045 §7.6); listeners get ``RoomJoined`` with
+        the new one (peers see our old occupant leave and a new one join)."""
+        if not nick or "/" in nick:
+            raise ValueError(f"invalid nick {nick!r}")
+        pres = self._presence(initial=False)
+        pres["to"] = self.occupant_jid(nick)
+        self._send_charged(pres)
+
     def announce(self) -> None:
         """Re-send our presence (e.g. after changing robot/key): peers re-read it."""
         if self.online:
@@ -388,6 +435,7 @@ class Room:
                     self._join_future = None
             if rejoin:
                 self.stats.rejoins += 1
+            self.joined_at = time.monotonic()
             self._online.set()
             self._emit(RoomJoined(self.nick, rejoin))
             return me
@@ -610,11 +658,17 @@ class Room:
             old = roster.pop(nick, None)
             if roster is self._occupants:
                 self._grace.pop(nick, None)
+            if 303 in codes and (110 in codes or nick == self.nick):
+                # our own nick change (XEP-0045 §7.6): the new self-presence follows
+                self._renaming = True
+                return
             if 110 in codes or nick == self.nick:
                 if self.online and not self._closing:
                     # kicked or the room went away: rejoin like after a reconnect
                     self._online.clear()
-                    self._emit(RoomLeft("removed from the room"))
+                    self.stats.kicked += 1
+                    log.warning("removed from the room (status %s); rejoining", sorted(codes))
+                    self._emit(RoomLeft("removed from the room", removed=True))
                     if self._rejoin_task is None or self._rejoin_task.done():
                         self._rejoin_task = self._spawn(self._rejoin())
                 return
@@ -626,7 +680,14 @@ class Room:
         is_self = 110 in codes
         occ = self._parse_occupant(pres, nick, is_self)
         if is_self:
+            renamed = self._renaming and nick != self.nick
+            self._renaming = False
             self.nick = nick
+            if renamed:
+                roster[nick] = occ
+                log.info("now %s in the room", nick)
+                self._emit(RoomJoined(nick, rejoin=True))  # peers see a new occupant
+                return
         old = roster.get(nick)
         roster[nick] = occ
         if roster is self._occupants:
@@ -656,12 +717,13 @@ class Room:
                 teleop = TeleopInfo(
                     role=tp["role"], robot=tp["robot"], key_id=tp["key"], version=tp["v"]
                 )
+                roster = self._building if self._building is not None else self._occupants
                 if teleop.key_id and any(
                     o.teleop is not None
                     and o.teleop.key_id == teleop.key_id
                     and o.teleop.role == teleop.role
                     and o.nick != nick
-                    for o in self._occupants.values()
+                    for o in roster.values()
                 ):
                     self.stats.key_conflicts += 1
                     log.warning("occupant %s claims role/key of another occupant", nick)
@@ -690,12 +752,19 @@ class Room:
                 log.exception("message handler failed")
                 return
         self.stats.ignored_messages += 1
+        if msg.xml.find(f"{{{NS_TELEOP}}}signal") is not None:
+            queue = self._unclaimed.pop(nick, None) or deque(maxlen=_UNCLAIMED_PER_NICK)
+            queue.append((time.monotonic(), msg))
+            self._unclaimed[nick] = queue  # most recent last
+            while len(self._unclaimed) > _UNCLAIMED_NICKS:
+                del self._unclaimed[next(iter(self._unclaimed))]
 
     def _on_occupant_iq(self, iq: Iq) -> None:
         """Answer what a well-behaved Jitsi participant must answer, within a small budget."""
         sender = iq["from"]
-        is_focus = sender.resource == "focus"
-        if not is_focus and (not self._iq_bucket.try_consume(1) or self.budget.tokens < 0):
+        if not self._from_focus(sender) and (
+            not self._iq_bucket.try_consume(1) or self.budget.tokens < 0
+        ):
             self.stats.iq_dropped += 1
             return
         xml = iq.xml
@@ -723,6 +792,27 @@ class Room:
             reply["error"]["type"] = "cancel"
             reply["error"]["condition"] = "feature-not-implemented"
         self._send_budgeted(reply)
+
+    def _from_focus(self, sender: JID) -> bool:
+        """The deployment's real focus, never a nick: an address of the focus component we
+        asked for the conference (the server stamps ``from``; only the component sends from
+        its domain), the focus's real JID it named in its answer, or the room occupant whose
+        server-set real JID is one of those. Any occupant can call itself "focus"."""
+        cfg = self.config
+        if not cfg.focus:
+            return False
+        domains = {JID(cfg.focus).domain}
+        jids = set()
+        if self.focus_reply is not None and self.focus_reply.focus_jid:
+            jids.add(JID(self.focus_reply.focus_jid).bare)
+
+        def is_focus(j: JID) -> bool:
+            return j.domain in domains or j.bare in jids
+
+        if sender.bare == self.room_jid:
+            occ = self._occupants.get(sender.resource)
+            return occ is not None and occ.jid is not None and is_focus(JID(occ.jid))
+        return is_focus(sender)
 
     def _decline_jingle(self, iq: Iq) -> None:
         """Jicofo invites every occupant to a media session; we carry no media, so we decline

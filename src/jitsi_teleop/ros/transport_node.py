@@ -142,7 +142,9 @@ class TransportNode(Node):
         except SiteError as e:
             raise TransportError(str(e)) from None
         p2p = self._p2p_config(p["loopback_only"], p["impairment_relay"])
-        session_config = SessionConfig(p2p=p2p, discover_ice_servers=p["stun_turn"])
+        session_config = SessionConfig(
+            p2p=p2p, discover_ice_servers=p["stun_turn"], lock_room=p["lock_room"]
+        )
         self._loop = LoopThread("transport-asyncio")
         try:
             room_config = self._loop.run(
@@ -157,6 +159,7 @@ class TransportNode(Node):
             room_config, session_config, secret, self.role, outgoing, incoming, self._republish
         )
         self._reported: set[str] = set()
+        self._told: tuple[str | None, int] = (None, 0)  # (peer reported, path events reported)
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._closing = False
         self._runner = self._loop.submit(self._run(p["diagnostics_period"]))
@@ -191,6 +194,11 @@ class TransportNode(Node):
                 "--ros --delay ...): the fast path goes through the relay; 0 = off",
             ),
             "stun_turn": (True, "ask the server for STUN/TURN (XEP-0215)"),
+            "lock_room": (
+                False,
+                "while paired, lock the room with a random password (only when this site owns "
+                "or moderates the room; the peer gets the password sealed, to rejoin)",
+            ),
             "robot": ("dexter", "robot name announced in presence"),
             "diagnostics_period": (1.0, "s between /diagnostics messages"),
         }
@@ -282,6 +290,7 @@ class TransportNode(Node):
         while not self._closing:
             status = self.bridge.status()
             self._report_problems(status)
+            self._report_pairing(status)
             self._publish_diagnostics(status)
             await asyncio.sleep(period)
 
@@ -294,6 +303,32 @@ class TransportNode(Node):
             if text not in self._reported:
                 self._reported.add(text)
                 self.get_logger().error(text)
+
+    def _report_pairing(self, status: BridgeStatus | None) -> None:
+        """INFO: whom we paired with and how long it took, every path change and why."""
+        session = self.bridge.session
+        if status is None or session is None:
+            return
+        s = status.session
+        peer, seen = self._told
+        log = self.get_logger()
+        if s.paired and s.peer != peer:
+            t = s.timings.get("join_to_paired_s")
+            took = "" if t is None else f" {t:.2f} s after joining"
+            unproven = s.refusals.get("unproven_claimants", 0)
+            extra = f"; {unproven} occupant(s) claimed its role and could not prove it" * bool(
+                unproven
+            )
+            log.info(f"paired with {peer_of(self.role)} {s.peer}{took}{extra}")
+        elif not s.paired and peer is not None:
+            log.warning(f"{peer_of(self.role)} {peer} gone; pairing again")
+        events = session.path_events
+        for ev in events[seen:]:
+            why = "" if ev.detection_s is None else f", detected after {ev.detection_s:.2f} s"
+            log.info(f"path {ev.old} -> {ev.new}: {ev.reason}{why}")
+            if ev.new == PATH_P2P and s.timings.get("join_to_fast_path_s") is not None:
+                log.info(f"fast path up {s.timings['join_to_fast_path_s']:.2f} s after joining")
+        self._told = (s.peer if s.paired else None, len(events))
 
     def _publish_diagnostics(self, status: BridgeStatus | None) -> None:
         if self._closing or not self.context.ok():
@@ -324,6 +359,10 @@ def _us(us: float | None) -> str:
 
 def _ms(us: float | None) -> str:
     return "" if us is None or not math.isfinite(us) else f"{us / 1000:.3f}"
+
+
+def _s(seconds: float | None) -> str:
+    return "" if seconds is None else f"{seconds:.3f}"
 
 
 def diagnostics(node: TransportNode, status: BridgeStatus | None) -> list[DiagnosticStatus]:
@@ -368,6 +407,17 @@ def diagnostics(node: TransportNode, status: BridgeStatus | None) -> list[Diagno
         ),
         ("failover_bound_s", f"{s.failover_bound_s:.3f}"),
         ("unacked", str(s.unacked)),
+        ("join_to_paired_s", _s(s.timings.get("join_to_paired_s"))),
+        ("join_to_fast_path_s", _s(s.timings.get("join_to_fast_path_s"))),
+        ("unproven_claimants", str(s.refusals.get("unproven_claimants", 0))),
+        (
+            "refused",
+            ", ".join(
+                f"{k}={v}"
+                for k, v in sorted(s.refusals.items())
+                if v and k not in ("unproven_claimants", "candidates", "offers")
+            ),
+        ),
         ("handoff_p50_us", _us(status.handoff_p50_us)),
         ("handoff_p99_us", _us(status.handoff_p99_us)),
         ("problems", "; ".join(problems)),

@@ -1,0 +1,1 @@
+"""Carriers: implementations of :class:`jitsi_teleop.carrier.Carrier` (one module each)."""

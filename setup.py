@@ -37,6 +37,7 @@ setup(
         "aiohttp>=3.8",
         "slixmpp>=1.8",
         "aiortc>=1.9",
+        "zeroconf>=0.131",  # serverless mode: DNS-SD/mDNS for XEP-0174 link-local (linklocal/)
         "matplotlib>=3.5",  # the demo's report plots (Agg backend, no display)
     ],
     extras_require={

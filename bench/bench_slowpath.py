@@ -9,7 +9,12 @@ newest frame it holds every 10 ms. Scenarios:
 * ``limit, no budget``: the same server, budget lifted (what happens if we did not shape);
 * ``no limit``: mod_limits off and the budget lifted (the path's raw capacity).
 
-    python bench/bench_slowpath.py [--seconds 10] [--transport ws|tcp]
+Each scenario runs once per transport (both ends on it): WebSocket, and BOSH (XEP-0206) where
+every batch of stanzas is an HTTP POST and the receiver keeps a long poll open. For BOSH the
+budget also pays each request's HTTP headers and body wrapper and every long poll, so
+``room B/s`` (all the sender's bytes, as charged) differs from ``wire B/s`` (frame stanzas).
+
+    python bench/bench_slowpath.py [--seconds 10] [--quick] [--transport ws,bosh]
                                    [--json bench/results/slowpath.json]
 """
 
@@ -57,6 +62,13 @@ class Result:
     newest_age_p50_ms: float
     newest_age_p99_ms: float
     disconnects: int
+    #: all bytes the sender's room charged (stanzas, framing, BOSH headers and polls) per s
+    room_bytes_per_s: float = 0.0
+    #: the same for the receiving room (BOSH: mostly its long polls)
+    receiver_room_bytes_per_s: float = 0.0
+    #: HTTP requests per second, sender and receiver (BOSH only; 0 otherwise)
+    sender_requests_per_s: float = 0.0
+    receiver_requests_per_s: float = 0.0
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -101,6 +113,8 @@ async def run_scenario(
                 ages.append((time.perf_counter_ns() - newest_sent_at[0]) / 1e6)
 
     sampler = asyncio.ensure_future(sample_age())
+    room_bytes0, recv_bytes0 = leader.stats.bytes_sent, follower.stats.bytes_sent
+    req0 = [_requests(r) for r in (leader, follower)]
     pad = bytes(FRAME - 12)
     period = 1.0 / RATE_HZ
     start = time.perf_counter()
@@ -118,6 +132,9 @@ async def run_scenario(
                 next_t = now + period
         await asyncio.sleep(max(0.0, next_t - time.perf_counter()))
     elapsed = time.perf_counter() - start
+    room_bytes = leader.stats.bytes_sent - room_bytes0
+    recv_bytes = follower.stats.bytes_sent - recv_bytes0
+    reqs = [_requests(r) - n for r, n in zip((leader, follower), req0)]
     stop.set()  # ages only while the stream runs
     await sampler
     await asyncio.sleep(1.0)  # let the last frames land
@@ -145,25 +162,37 @@ async def run_scenario(
         newest_age_p50_ms=round(_pct(ages, 0.5), 2),
         newest_age_p99_ms=round(_pct(ages, 0.99), 2),
         disconnects=disconnects,
+        room_bytes_per_s=round(room_bytes / elapsed, 1),
+        receiver_room_bytes_per_s=round(recv_bytes / elapsed, 1),
+        sender_requests_per_s=round(reqs[0] / elapsed, 1),
+        receiver_requests_per_s=round(reqs[1] / elapsed, 1),
     )
+
+
+def _requests(room: Room) -> int:
+    """HTTP requests the room's BOSH transport made so far (0 on other transports)."""
+    transport = room.xmpp.transport if room.xmpp is not None else None
+    return getattr(transport, "requests_sent", 0)
 
 
 async def main_async(args: argparse.Namespace) -> list[Result]:
     results = []
+    transports = [t.strip() for t in args.transport.split(",") if t.strip()]
     with ProsodyServer(limits=True, nagle=args.nagle) as limited:
-        results.append(
-            await run_scenario("limit+budget", limited, 9000.0, args.transport, args.seconds)
-        )
-        results.append(
-            await run_scenario("limit, no budget", limited, 10e6, args.transport, args.seconds)
-        )
+        for transport in transports:
+            for name, budget in (("limit+budget", 9000.0), ("limit, no budget", 10e6)):
+                results.append(await run_scenario(name, limited, budget, transport, args.seconds))
     with ProsodyServer(limits=False, nagle=args.nagle) as open_srv:
-        results.append(await run_scenario("no limit", open_srv, 10e6, args.transport, args.seconds))
+        for transport in transports:
+            results.append(await run_scenario("no limit", open_srv, 10e6, transport, args.seconds))
+    order = {t: i for i, t in enumerate(transports)}
+    results.sort(key=lambda r: order[r.transport])
     return results
 
 
 def print_table(results: list[Result]) -> None:
     cols = [
+        ("transport", 9),
         ("scenario", 17),
         ("deliv Hz", 9),
         ("thinned", 8),
@@ -174,10 +203,15 @@ def print_table(results: list[Result]) -> None:
         ("age p50", 8),
         ("age p99", 8),
         ("disc", 5),
+        ("room B/s", 9),
+        ("req/s", 6),
+        ("rx B/s", 7),
+        ("rx req/s", 8),
     ]
     print(" ".join(f"{c:>{w}}" for c, w in cols))
     for r in results:
         row = [
+            r.transport,
             r.scenario,
             r.delivered_hz,
             r.thinned,
@@ -188,15 +222,25 @@ def print_table(results: list[Result]) -> None:
             r.newest_age_p50_ms,
             r.newest_age_p99_ms,
             r.disconnects,
+            r.room_bytes_per_s,
+            r.sender_requests_per_s,
+            r.receiver_room_bytes_per_s,
+            r.receiver_requests_per_s,
         ]
         print(" ".join(f"{v!s:>{w}}" for v, (_, w) in zip(row, cols)))
-    print(f"(offered {RATE_HZ:g} Hz x {FRAME} B latest-only; latencies and ages in ms)")
+    print(f"(offered {RATE_HZ:g} Hz x {FRAME} B latest-only; latencies and ages in ms;")
+    print(" room B/s: all bytes the sender charged; rx: the receiver's bytes and requests)")
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seconds", type=float, default=10.0, help="per scenario")
-    ap.add_argument("--transport", choices=("ws", "tcp"), default="ws")
+    ap.add_argument(
+        "--transport",
+        default="ws,bosh",
+        help="comma-separated: ws, bosh, tcp (each scenario runs on each)",
+    )
+    ap.add_argument("--quick", action="store_true", help="3 s per scenario")
     ap.add_argument("--json", type=Path, default=DEFAULT_JSON)
     ap.add_argument(
         "--no-nagle",
@@ -205,6 +249,10 @@ def main() -> int:
         help="server sets TCP_NODELAY (not Prosody's default)",
     )
     args = ap.parse_args()
+    if not set(args.transport.split(",")) <= {"ws", "bosh", "tcp"}:
+        ap.error(f"--transport: ws, bosh or tcp, not {args.transport!r}")
+    if args.quick:
+        args.seconds = 3.0
     results = asyncio.run(main_async(args))
     print_table(results)
     args.json.parent.mkdir(parents=True, exist_ok=True)
@@ -216,6 +264,7 @@ def main() -> int:
                 "python": platform.python_version(),
                 "frame_bytes": FRAME,
                 "rate_hz": RATE_HZ,
+                "seconds_per_scenario": args.seconds,
                 "results": [asdict(r) for r in results],
             },
             indent=2,

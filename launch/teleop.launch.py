@@ -37,10 +37,12 @@ def _arguments(share: str) -> list[DeclareLaunchArgument]:
         arg("robot_host", "127.0.0.1", "the Dexter's address (ignored with sim:=true)"),
         arg("robot_port", "50000", "the Dexter's TCP port"),
         arg("sim_control_port", "", "with sim:=true: the simulator's force scripting port"),
-        arg("room", "", "meeting URL, e.g. https://meet.example.org/MyLab"),
+        arg("room", "", "meeting URL (https://meet.example.org/MyLab), or lan:NAME: no server"),
         arg("room_name", "", "room name (plain XMPP server; default: from the meeting URL)"),
         arg("domain", "", "XMPP domain (plain XMPP server instead of a meeting URL)"),
         arg("websocket_url", "", "XMPP WebSocket URL (plain XMPP server)"),
+        arg("bosh_url", "", "XMPP BOSH URL (https://HOST/http-bind): use BOSH, e.g. where "
+            "a proxy blocks WebSockets (with a meeting URL, BOSH is already the fallback)"),
         arg("config", os.path.join(share, "config", "teleop_topics.yaml"), "topic YAML"),
         arg("secret_file", "", "pairing key file (jitsi-teleop keygen FILE); or set "
             "$JITSI_TELEOP_KEY_FILE / $JITSI_TELEOP_PASSPHRASE"),

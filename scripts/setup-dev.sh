@@ -29,6 +29,23 @@ if ! command -v turnserver >/dev/null 2>&1; then
   [ "$created_policy" = 1 ] && as_root rm -f /usr/sbin/policy-rc.d
 fi
 
+# --- lan (issue 15): Debian's avahi-daemon and avahi-utils, the standard DNS-SD stack the
+# link-local interop test runs inside its own namespace (private D-Bus, eth0 of the namespace
+# only). Their services are kept from starting: nothing here should announce on this machine's
+# real network. Root only: without root the namespace tests skip anyway.
+if [ "$(id -u)" = 0 ] && { ! command -v avahi-browse >/dev/null || [ ! -x /usr/sbin/avahi-daemon ]; }; then
+  echo "setup-dev: installing avahi-daemon, avahi-utils (link-local interop test)"
+  created_policy=0
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
+    created_policy=1
+  fi
+  DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+    avahi-daemon avahi-utils dbus util-linux >/dev/null
+  [ "$created_policy" = 1 ] && rm -f /usr/sbin/policy-rc.d
+fi
+
 if ! command -v prosody >/dev/null 2>&1 && [ ! -x /usr/bin/prosody ]; then
   echo "setup-dev: installing prosody (Debian package)"
   # Keep the package's system service from starting: the tests run their own instance on

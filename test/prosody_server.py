@@ -37,6 +37,8 @@ def room_config(srv: ProsodyServer, room: str, transport: str = "ws", **kw: Any)
     )
     if transport == "ws":
         base["websocket_url"] = srv.websocket_url
+    elif transport == "bosh":
+        base["bosh_url"] = srv.bosh_url
     else:
         base["tcp_host"] = "127.0.0.1"
         base["tcp_port"] = srv.c2s_port

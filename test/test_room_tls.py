@@ -21,14 +21,17 @@ def tls_prosody():
     srv.cleanup()
 
 
-@pytest.mark.parametrize("transport", ["wss", "starttls"])
+@pytest.mark.parametrize("transport", ["wss", "starttls", "https-bosh"])
 async def test_self_signed_refused_unless_insecure(tls_prosody, rooms, room_name, transport):
     srv = tls_prosody
-    kw = (
-        {"websocket_url": srv.secure_websocket_url}
-        if transport == "wss"
-        else {"tcp_host": "127.0.0.1", "tcp_port": srv.c2s_port, "websocket_url": None}
-    )
+    kw = {
+        "wss": {"websocket_url": srv.secure_websocket_url},
+        "starttls": {"tcp_host": "127.0.0.1", "tcp_port": srv.c2s_port, "websocket_url": None},
+        "https-bosh": {
+            "websocket_url": None,
+            "bosh_url": f"https://127.0.0.1:{srv.https_port}/http-bind",
+        },
+    }[transport]
     strict = rooms(room_config(srv, room_name, connect_timeout=5, **kw))
     with pytest.raises(TlsError) as info:
         await strict.join()

@@ -235,11 +235,15 @@ async def test_kicked_site_rejoins_and_pairs_again_with_the_real_peer(prosody, r
             what="re-paired and frames flowing over the room again",
         )
         back = time.monotonic() - kicked_at
+        print(f"kicked follower: room path carries frames again after {back:.2f} s")
         assert follower.peer == lroom.nick and leader.peer == froom.nick
         assert fsink.paths_since(mark, "/joint_states") == {PATH_MUC}
         assert back <= 5.0, f"room path back after {back:.1f} s"
         assert to_impostor == [], "the room path went to an impostor"
         assert follower.stats().counters.get("kicked") == 1
+        # the follower's pairing after the kick is timed from its rejoin
+        t = follower.stats().timings["join_to_paired_s"]
+        assert t is not None and 0 <= t <= back
     finally:
         stop.set()
         pump.cancel()

@@ -24,9 +24,15 @@ def _add_doctor(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "meeting_url",
         nargs="?",
-        help="meeting URL, e.g. https://meet.example.org/MyRoom (reads config.js)",
+        help="meeting URL, e.g. https://meet.example.org/MyRoom (reads config.js); or "
+        "lan:NAME: list the link-local (XEP-0174) sites on this LAN and why one is unusable",
     )
     p.add_argument("--websocket", help="XMPP WebSocket URL (ws:// or wss://)")
+    p.add_argument(
+        "--bosh",
+        help="XMPP BOSH URL (http:// or https://, e.g. https://HOST/http-bind): use BOSH "
+        "(with --websocket: only if the WebSocket cannot be opened)",
+    )
     p.add_argument("--tcp", metavar="HOST:PORT", help="plain XMPP over TCP instead")
     p.add_argument("--domain", help="XMPP domain (hosts.domain)")
     p.add_argument("--muc", help="MUC domain (default conference.<domain>)")
@@ -51,15 +57,48 @@ def _add_doctor(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("-v", "--verbose", action="store_true", help="log XMPP details to stderr")
+    lan = p.add_argument_group("with lan:NAME")
+    lan.add_argument("--role", choices=("leader", "follower"), help="this site's role")
+    lan.add_argument("--secret-file", help="this site's pairing key: flag peers with another")
+    lan.add_argument(
+        "--lan-address", action="append", help="IPv4 address to browse on (repeatable)"
+    )
+    lan.add_argument("--browse", type=float, default=4.0, help="seconds to listen (default 4)")
     p.set_defaults(run=_run_doctor)
 
 
+def _run_lan_doctor(args: argparse.Namespace) -> int:
+    from .linklocal.doctor import run_lan_doctor
+
+    key_id = None
+    if args.secret_file:
+        from .pairing import load_secret
+
+        key_id = load_secret(key_file=args.secret_file).key_id
+    report = asyncio.run(
+        run_lan_doctor(
+            args.meeting_url,
+            role=args.role,
+            key_id=key_id,
+            addresses=args.lan_address,
+            browse_s=args.browse,
+        )
+    )
+    print(json.dumps(report.as_dict(), indent=2) if args.json else report.human())
+    if not report.ok:
+        print(f"jitsi-teleop doctor: {report.kind}: {report.reason}", file=sys.stderr)
+    return report.exit_code
+
+
 def _run_doctor(args: argparse.Namespace) -> int:
+    if (args.meeting_url or "").startswith("lan:"):
+        return _run_lan_doctor(args)
     from .room.doctor import DoctorOptions, run_doctor
 
     opts = DoctorOptions(
         meeting_url=args.meeting_url,
         websocket=args.websocket,
+        bosh=args.bosh,
         tcp=args.tcp,
         domain=args.domain,
         muc=args.muc,
@@ -143,7 +182,10 @@ def _run_server(args: argparse.Namespace) -> int:
         print(f"jitsi-teleop server: {e}", file=sys.stderr)
         srv.cleanup()
         return 1
-    print(f"prosody for {args.domain}: {srv.websocket_url} and xmpp 127.0.0.1:{args.c2s_port}")
+    print(
+        f"prosody for {args.domain}: {srv.websocket_url}, BOSH {srv.bosh_url} "
+        f"and xmpp 127.0.0.1:{args.c2s_port}"
+    )
     sys.stdout.flush()
     try:
         while not stop.wait(0.5):
@@ -194,6 +236,12 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
         "cone/symmetric), or blocked (no direct UDP: TURN only); --delay/--jitter/--loss "
         "then act on the simulated internet's router",
     )
+    p.add_argument(
+        "--lan",
+        action="store_true",
+        help="no server: the sites find each other over multicast DNS on loopback and pair "
+        "over XEP-0174 link-local streams (room lan:demo-...). Not with --room or --ros",
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="log details to stderr")
     p.set_defaults(run=_run_demo)
 
@@ -215,6 +263,7 @@ def _run_demo(args: argparse.Namespace) -> int:
         insecure=args.insecure,
         ros=args.ros,
         network=args.network,
+        lan=args.lan,
     )
     return run_demo(opts)
 

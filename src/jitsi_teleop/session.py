@@ -490,7 +490,8 @@ class Session:
         return report
 
     def timings(self) -> dict[str, float | None]:
-        """Seconds from the room join (or session start) to paired and to the fast path."""
+        """Seconds from the room join to paired and to the fast path; after the peer left (or
+        we were kicked), from that moment to the next pairing."""
 
         def since(t: float | None, t0: float | None) -> float | None:
             return None if t is None or t0 is None else round(t - t0, 4)
@@ -595,6 +596,8 @@ class Session:
                 log.warning("removed from the room: rejoining, then pairing again")
         elif isinstance(event, CarrierUp) and event.rejoin and self._pairer is not None:
             removed, self._removed = self._removed, False
+            if removed:  # timings of the pairing that follows count from the rejoin
+                self._restart_timings(getattr(self.room, "joined_at", None))
             if self._peer is not None and not self.carrier.is_present(self._peer):
                 if not self._p2p_alive():
                     self._forget_peer()
@@ -613,8 +616,15 @@ class Session:
             and time.monotonic() - last < self.config.failover_after
         )
 
+    def _restart_timings(self, since: float | None = None) -> None:
+        """The next pairing is timed from ``since`` (a rejoin, or the peer leaving)."""
+        self._joined_at = since or time.monotonic()
+        self._paired_at = None
+        self._fast_at = None
+
     def _forget_peer(self) -> None:
         if self._peer is not None:
+            self._restart_timings()
             log.info("peer %s left the room: pairing again", self._peer)
             self._peer_left = False
             self._cipher = None
@@ -650,7 +660,6 @@ class Session:
 
     def _on_paired(self, keys: SessionKeys) -> None:
         now = time.monotonic()
-        first = self._peer is None or self._peer != keys.peer_id or self._cipher is None
         self._peer_left = False
         if self._cipher is not None:
             self._old_cipher = (self._cipher, now + self.config.old_keys_grace)
@@ -669,7 +678,7 @@ class Session:
         if self._path == PATH_NONE:
             self._set_path(PATH_MUC, "paired", None)
         self._resend_all()
-        if first or self._paired_at is None:
+        if self._paired_at is None:  # not for a rekey with the same peer
             self._paired_at = now
             self._fast_at = None
         self._paired.set()

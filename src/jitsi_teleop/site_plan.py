@@ -52,6 +52,7 @@ class SiteArgs:
     room_name: str = ""
     domain: str = ""
     websocket_url: str = ""
+    bosh_url: str = ""
     config: str = ""
     secret_file: str = ""
     peer_prefix: str = ""
@@ -108,6 +109,7 @@ def site_processes(a: SiteArgs) -> list[ProcessSpec]:
                     "room_name": a.room_name,
                     "domain": a.domain,
                     "websocket_url": a.websocket_url,
+                    "bosh_url": a.bosh_url,
                     "secret_file": str(Path(a.secret_file).expanduser()) if a.secret_file else "",
                     "loopback_only": flag(a.loopback_only),
                     "stun_turn": flag(a.stun_turn),

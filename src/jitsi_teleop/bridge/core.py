@@ -17,6 +17,9 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from ..carriers.dropdown import DropDownCarrier
+from ..carriers.lan import make_room, session_carrier
+from ..linklocal.carrier import LanConfig, LanRoom
 from ..pairing import Secret
 from ..room.config import RoomConfig
 from ..room.room import Room
@@ -108,13 +111,15 @@ class Bridge:
 
     def __init__(
         self,
-        room_config: RoomConfig,
+        room_config: RoomConfig | LanConfig,
         session_config: SessionConfig,
         secret: Secret,
         role: str,
         outgoing: Sequence[Outgoing],
         incoming: Sequence[Incoming],
         deliver: Deliver,
+        *,
+        dropdown: LanConfig | None = None,
     ) -> None:
         self.role = role
         self.outgoing = list(outgoing)
@@ -123,7 +128,11 @@ class Bridge:
         self._room_config = room_config
         self._session_config = session_config
         self._secret = secret
-        self.room: Room | None = None
+        self.room: Room | LanRoom | None = None
+        #: drop-down: the LAN underneath the room (signalling and slow path when the peer is
+        #: on the LAN too), from ``dropdown``
+        self._dropdown = dropdown
+        self.lan: LanRoom | None = None
         self.session: Session | None = None
         self.last_error: str | None = None
         self._flusher: asyncio.Task[None] | None = None
@@ -136,7 +145,7 @@ class Bridge:
         first join the room reconnects and rejoins by itself."""
         if self.session is not None:
             return
-        room = Room(self._room_config)
+        room = make_room(self._room_config)  # a Jitsi/XMPP room, or the LAN (lan:NAME)
         try:
             await room.join()
         except Exception as e:
@@ -144,8 +153,17 @@ class Bridge:
             with contextlib.suppress(Exception):
                 await room.close()
             raise
+        carrier = session_carrier(room)
+        if self._dropdown is not None and isinstance(room, Room):
+            self.lan = LanRoom(self._dropdown)
+            try:
+                await self.lan.join()
+                carrier = DropDownCarrier(room, self.lan)
+            except Exception as e:  # the room alone still works
+                log.warning("drop-down: not on the LAN: %s", e)
+                self.lan = None
         session = Session(
-            room,
+            carrier,
             self._session_config,
             self._secret,
             self.role,
@@ -168,6 +186,9 @@ class Bridge:
         if self.room is not None:
             with contextlib.suppress(Exception):
                 await self.room.close()
+        if self.lan is not None:
+            with contextlib.suppress(Exception):
+                await self.lan.close()
 
     # ------------------------------------------------------------ out --------------------
     def send(self, index: int, data: bytes, handed_ns: int | None = None) -> None:

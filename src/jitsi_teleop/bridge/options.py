@@ -32,6 +32,7 @@ class RoomOptions:
 
     meeting_url: str = ""
     websocket_url: str = ""
+    bosh_url: str = ""  # forces BOSH (with websocket_url too: the WebSocket's fallback)
     tcp: str = ""  # host:port
     domain: str = ""
     muc_domain: str = ""
@@ -63,7 +64,7 @@ async def resolve_room(opts: RoomOptions, role: str, key_id: str, robot: str = "
         if not host or not port.isdigit():
             raise SiteError(f"tcp wants host:port, got {opts.tcp!r}")
         tcp_host, tcp_port = host, int(port)
-    explicit = bool(opts.domain and (opts.websocket_url or tcp_host))
+    explicit = bool(opts.domain and (opts.websocket_url or opts.bosh_url or tcp_host))
     if opts.meeting_url and not explicit:  # read the deployment's config.js
         settings = await discover(
             opts.meeting_url,
@@ -71,25 +72,28 @@ async def resolve_room(opts: RoomOptions, role: str, key_id: str, robot: str = "
             domain=opts.domain or None,
             muc_domain=opts.muc_domain or None,
             websocket_url=opts.websocket_url or None,
+            bosh_url=opts.bosh_url or None,
             focus=opts.focus or None,
         )
         over: dict[str, object] = dict(common)
         if opts.room:
             over["room"] = opts.room
         if tcp_host:
-            over.update(tcp_host=tcp_host, tcp_port=tcp_port, websocket_url=None)
+            over.update(tcp_host=tcp_host, tcp_port=tcp_port, websocket_url=None, bosh_url=None)
         return settings.room_config(**over)
     room = opts.room or (meeting_room_name(opts.meeting_url) if opts.meeting_url else "")
-    if not (opts.domain and room and (opts.websocket_url or tcp_host)):
+    if not (opts.domain and room and (opts.websocket_url or opts.bosh_url or tcp_host)):
         raise SiteError(
-            "no room: give a meeting URL (room), or domain, room_name and websocket_url or tcp"
+            "no room: give a meeting URL (room), or domain, room_name and websocket_url, "
+            "bosh_url or tcp"
         )
     try:
         return RoomConfig(
             room=room,
             domain=opts.domain,
             muc_domain=opts.muc_domain,
-            websocket_url=None if tcp_host else opts.websocket_url,
+            websocket_url=None if tcp_host else (opts.websocket_url or None),
+            bosh_url=None if tcp_host else (opts.bosh_url or None),
             tcp_host=tcp_host,
             tcp_port=tcp_port,
             focus=opts.focus or None,

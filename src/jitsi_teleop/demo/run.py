@@ -75,6 +75,8 @@ class DemoOptions:
     #: run across simulated NATs (:mod:`jitsi_teleop.netlab`): "KIND" for both sites,
     #: "KIND/KIND" per site, or "blocked" (cone NATs, direct UDP dropped: TURN only)
     network: str | None = None
+    #: no server: the sites find each other over multicast DNS on loopback (XEP-0174)
+    lan: bool = False
 
     @property
     def impaired(self) -> bool:
@@ -103,7 +105,11 @@ class DemoOptions:
             why = unavailable(need_delay=self.impaired)
             if why:
                 raise DemoError(f"--network needs root and the netlab tools: {why}")
-        if self.room_url is None and not prosody_available():
+        if self.lan and self.network is not None:
+            raise DemoError("--lan and --network do not go together")
+        if self.lan and (self.room_url is not None or self.ros):
+            raise DemoError("--lan runs without a server: not with --room or --ros")
+        if self.room_url is None and not self.lan and not prosody_available():
             raise DemoError(f"prosody not found ({PROSODY}): {INSTALL_HINT}")
 
 
@@ -157,6 +163,8 @@ def _proc_cpu_s(pid: int) -> float | None:
 async def _room_settings(opts: DemoOptions, srv: ProsodyServer | None) -> dict[str, Any]:
     """RoomConfig fields both sites share: the local server, or the deployment at --room."""
     suffix = secrets.token_hex(3)
+    if opts.lan:  # LanConfig fields: a LAN room of this run's own, on loopback only
+        return {"name": f"demo-{suffix}", "addresses": ["127.0.0.1"]}
     if srv is not None:
         return {"room": f"demo-{suffix}", "domain": srv.domain, "websocket_url": srv.websocket_url}
     from jitsi_teleop.room.discovery import DiscoveryError, discover
@@ -194,7 +202,7 @@ async def _run(opts: DemoOptions) -> dict[str, Any]:
         if opts.network is not None:
             net, servers = await asyncio.to_thread(_start_network, opts)
             srv = servers.prosody
-        elif opts.room_url is None:
+        elif opts.room_url is None and not opts.lan:
             srv = ProsodyServer()
             try:
                 await asyncio.to_thread(srv.start)
@@ -206,9 +214,12 @@ async def _run(opts: DemoOptions) -> dict[str, Any]:
         if opts.impaired and net is None:
             relay, faces = await start_relay(opts)
         secret = Secret(secrets.token_bytes(32))
+        where = "a private Prosody (loopback)" if srv else opts.room_url
+        if opts.lan:
+            where = "the LAN with no server (XEP-0174, multicast DNS on loopback)"
         print(
-            f"jitsi-teleop demo: room {room['room']!r} on "
-            f"{_server_text(opts, srv)}; "
+            f"jitsi-teleop demo: room {room.get('room') or 'lan:' + room['name']!r} on "
+            f"{_server_text(opts, srv) if opts.network else where}; "
             f"{_data_path_text(opts)}; "
             f"{opts.duration_s:g} s",
             flush=True,
@@ -232,6 +243,7 @@ async def _run(opts: DemoOptions) -> dict[str, Any]:
                 relay_port=faces.port if faces else None,
                 relay_side=side,
                 network=net is not None,
+                lan=opts.lan,
             )
             if net is None:
                 child = await ChildProcess.spawn(role, "-m", "jitsi_teleop.demo.site")

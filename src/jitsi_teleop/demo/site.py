@@ -24,6 +24,8 @@ from typing import Any
 
 from dexter_driver.client import ClientConfig, DexterClient
 from dexter_driver.sim import DexterSim, SimConfig
+from jitsi_teleop.carriers.lan import make_room, session_carrier
+from jitsi_teleop.linklocal.carrier import LanConfig, LanRoom
 from jitsi_teleop.links.p2p import P2PConfig
 from jitsi_teleop.netlab.paths import route_of
 from jitsi_teleop.pairing import Secret
@@ -67,6 +69,7 @@ class SiteConfig:
     #: running inside a site namespace of jitsi_teleop.netlab (``demo --network``): gather on
     #: the namespace's interfaces and take STUN/TURN from the room, as on the internet
     network: bool = False
+    lan: bool = False  #: ``room`` holds LanConfig fields: no server, XEP-0174 on the LAN
 
 
 def _session_config(cfg: SiteConfig) -> SessionConfig:
@@ -135,17 +138,17 @@ async def run_site(cfg: SiteConfig, link: ParentLink) -> None:
     sim = DexterSim(SimConfig(port=0))
     await sim.start()
     client = DexterClient("127.0.0.1", sim.port, ClientConfig(timeout_s=ROBOT_TIMEOUT_S))
-    room: Room | None = None
+    room: Room | LanRoom | None = None
     session: Session | None = None
     role: LeaderRole | FollowerRole
     try:
         await client.start()
         cls = LeaderRole if cfg.role == "leader" else FollowerRole
         role = cls(scenario, client, sim, cfg.control_hz)
-        room = Room(RoomConfig(**cfg.room))
+        room = make_room(LanConfig(**cfg.room) if cfg.lan else RoomConfig(**cfg.room))
         streams = m.Streams(cfg.hashes, cfg.control_hz / cfg.send_every)
         session = Session(
-            room,
+            session_carrier(room),
             _session_config(cfg),
             Secret(bytes.fromhex(cfg.secret_hex)),
             cfg.role,

@@ -1,7 +1,9 @@
 """Joining a Jitsi (or plain Prosody) room: XMPP transports, discovery, focus, MUC, extdisco.
 
-Modules, one concern each: ``transport_ws`` (RFC 7395 for slixmpp), ``client`` (the slixmpp
-client, WS or TCP), ``discovery`` (config.js), ``focus`` (Jicofo's conference IQ),
+Modules, one concern each: ``transport_ws`` (RFC 7395 for slixmpp), ``transport_bosh``
+(XEP-0124/0206 for slixmpp), ``connect`` (WebSocket, BOSH, or WebSocket falling back to
+BOSH), ``client`` (the slixmpp client, WS, BOSH or TCP), ``discovery`` (config.js),
+``focus`` (Jicofo's conference IQ),
 ``stanzas`` (our XML payloads), ``occupants`` (typed roster and events), ``extdisco``
 (XEP-0215 -> ICE servers), ``room`` (join, keep alive, rejoin), ``doctor`` (the CLI check).
 """

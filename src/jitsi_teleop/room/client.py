@@ -1,4 +1,5 @@
-"""The slixmpp client: one class, two transports (WebSocket per RFC 7395, or plain TCP/STARTTLS).
+"""The slixmpp client: one class, three transports (WebSocket per RFC 7395, BOSH per XEP-0206,
+or plain TCP/STARTTLS; :mod:`.connect` chooses between the HTTP ones).
 
 slixmpp decides how to connect in ``_attempt_connection``; we override it so that the rest of
 slixmpp (SASL, bind, XEP-0198, handlers) runs unchanged over a WebSocket. Reconnect backoff is
@@ -14,12 +15,14 @@ import random
 import socket
 import ssl
 import time
+from collections.abc import Callable
 
 from slixmpp import ClientXMPP
 
 from .config import RoomConfig
+from .connect import HttpConnector
 from .stanzas import register_stanzas
-from .transport_ws import WebSocketError, WebSocketTransport, websocket_url
+from .transport_ws import WS_FRAME_OVERHEAD
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +48,12 @@ class TeleopXMPP(ClientXMPP):
         self.last_error: str | None = None
         self.last_error_kind: str | None = None
         self._backoff = 0.0
-        if config.websocket_url:
-            self.ws_url: str | None = websocket_url(config.websocket_url, config.room, config.token)
+        #: WebSocket/BOSH choice (None: TCP); ``on_wire`` gets BOSH's per-request bytes
+        self.connector = HttpConnector(config, self.ssl_context) if not config.tcp_host else None
+        self.on_wire: Callable[[int], None] | None = None
+        if self.connector is not None:
+            self.connector.on_request = lambda n: self.on_wire(n) if self.on_wire else None
+            self.ws_url: str | None = self.connector.ws_url
             self.enable_direct_tls = False
             self.enable_starttls = False
             self.enable_plaintext = True
@@ -70,8 +77,8 @@ class TeleopXMPP(ClientXMPP):
 
     def start(self) -> asyncio.Future:
         """Connect (or reconnect) with the configured transport."""
-        if self.ws_url:
-            return self.connect("ws", 1)  # placeholder address; _attempt_connection uses ws_url
+        if self.connector is not None:
+            return self.connect("http", 1)  # placeholder address; the connector has the URLs
         return self.connect(self.config.tcp_host, self.config.tcp_port)
 
     async def _attempt_connection(
@@ -80,7 +87,7 @@ class TeleopXMPP(ClientXMPP):
         if self._current_connection_attempt is None:
             return False
         self.event_when_connected = "connected"
-        if not self.ws_url:
+        if self.connector is None:
             try:
                 return await asyncio.wait_for(
                     super()._attempt_connection(host, port, tls, server_hostname),
@@ -89,21 +96,13 @@ class TeleopXMPP(ClientXMPP):
             except asyncio.TimeoutError:
                 self.event("connection_failed", f"TCP connect to {host}:{port} timed out")
                 return False
-        url = self.ws_url
         sm = self.plugin["xep_0198"]
-        if sm.sm_id and sm.allow_resume:
-            # Jitsi's mod_jitsi_session reads previd so that an anonymous login gets its old
-            # username back; without it a stream can never be resumed there.
-            url = websocket_url(url, self.config.room, self.config.token, previd=sm.sm_id)
+        # Jitsi's mod_jitsi_session reads previd so that an anonymous login gets its old
+        # username back; without it a stream can never be resumed there.
+        previd = sm.sm_id if sm.sm_id and sm.allow_resume else None
         try:
-            transport = await WebSocketTransport.open(
-                url,
-                self,
-                self.config.domain,
-                ssl_context=self.ssl_context,
-                timeout=self.config.connect_timeout,
-            )
-        except WebSocketError as e:
+            transport = await self.connector.open(self, previd)
+        except ConnectionError as e:  # WebSocketError, BoshError
             self.event("connection_failed", e)
             return False
         if self._current_connection_attempt is None:  # cancelled meanwhile
@@ -122,6 +121,25 @@ class TeleopXMPP(ClientXMPP):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._backoff = 0.0  # the next outage starts with a short wait again
         super().connection_made(transport, send_event)
+
+    def connection_lost(self, exception: BaseException | None) -> None:
+        if isinstance(exception, ConnectionError) and str(exception):
+            self.last_error_kind = "unreachable"  # e.g. BoshTerminated: say what ended it
+            self.last_error = str(exception)
+        super().connection_lost(exception)
+
+    @property
+    def stream_url(self) -> str | None:
+        """The URL the current stream runs over (ws://, wss://, http://, https://); None on
+        TCP. After a fallback it is the BOSH URL, not ``ws_url``."""
+        choice = self.connector.choice if self.connector is not None else None
+        return choice.url if choice is not None else None
+
+    @property
+    def frame_overhead(self) -> int:
+        """Bytes the transport adds to each stanza (BOSH: none; its requests are charged
+        through ``on_wire``)."""
+        return getattr(self.transport, "frame_overhead", WS_FRAME_OVERHEAD)
 
     def reschedule_connection_attempt(self) -> asyncio.Future | None:
         if self._current_connection_attempt is None:

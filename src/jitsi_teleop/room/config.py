@@ -78,7 +78,9 @@ class RoomConfig:
     """Everything needed to join one room; all values explicit (see ``discovery`` to fill it
     from a meeting URL).
 
-    Exactly one of ``websocket_url`` or ``tcp_host`` selects the transport. ``focus`` is the
+    ``tcp_host``, or ``websocket_url`` and/or ``bosh_url``, selects the transport: with both
+    HTTP URLs the WebSocket is tried first and BOSH is the fallback; ``bosh_url`` alone forces
+    BOSH (``bosh_wait``: how long the server may hold a long poll, s). ``focus`` is the
     focus component JID (``focus.<domain>`` on Jitsi); None skips the conference IQ (plain
     Prosody); a focus that does not exist on the server is skipped unless
     ``focus_required``.
@@ -88,6 +90,8 @@ class RoomConfig:
     domain: str
     muc_domain: str = ""
     websocket_url: str | None = None
+    bosh_url: str | None = None
+    bosh_wait: int = 60
     tcp_host: str | None = None
     tcp_port: int = 5222
     focus: str | None = None
@@ -134,8 +138,12 @@ class RoomConfig:
         if not self.muc_domain:
             self.muc_domain = f"conference.{self.domain}"
         self.muc_domain = self.muc_domain.lower()
-        if bool(self.websocket_url) == bool(self.tcp_host):
-            raise ValueError("give exactly one of websocket_url or tcp_host")
+        if bool(self.websocket_url or self.bosh_url) == bool(self.tcp_host):
+            raise ValueError("give tcp_host, or websocket_url and/or bosh_url")
+        if self.bosh_url and not self.bosh_url.startswith(("http://", "https://")):
+            raise ValueError(f"bosh_url must be http:// or https://: {self.bosh_url!r}")
+        if not 1 <= self.bosh_wait <= 3600:
+            raise ValueError(f"bosh_wait must be 1..3600 s: {self.bosh_wait!r}")
         if self.websocket_url and not self.websocket_url.startswith(("ws://", "wss://")):
             raise ValueError(f"websocket_url must be ws:// or wss://: {self.websocket_url!r}")
         if not _NICK_RE.match(self.nick):

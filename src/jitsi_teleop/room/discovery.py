@@ -30,7 +30,10 @@ class DiscoveryError(Exception):
 
 @dataclass(frozen=True)
 class JitsiSettings:
-    """What a client needs to join; ``websocket_guessed`` when config.js did not say."""
+    """What a client needs to join; ``websocket_guessed`` when config.js did not say.
+
+    With both URLs the client tries the WebSocket first and falls back to BOSH;
+    ``transport_reason`` says why these URLs (for ``doctor``)."""
 
     web_url: str
     room: str
@@ -41,6 +44,7 @@ class JitsiSettings:
     bosh_url: str | None
     anonymous_domain: str | None = None
     websocket_guessed: bool = False
+    transport_reason: str = ""
 
     def room_config(self, **overrides: Any) -> RoomConfig:
         """A RoomConfig for this deployment; keyword arguments override any field."""
@@ -49,11 +53,12 @@ class JitsiSettings:
             domain=self.anonymous_domain or self.domain,
             muc_domain=self.muc_domain,
             websocket_url=self.websocket_url,
+            bosh_url=self.bosh_url,
             focus=self.focus,
         )
         base.update(overrides)
         if base.get("tcp_host"):
-            base["websocket_url"] = None
+            base["websocket_url"] = base["bosh_url"] = None
         return RoomConfig(**base)
 
 
@@ -198,6 +203,16 @@ def settings_from_config_js(meeting_url: str, text: str) -> JitsiSettings:
     bosh = values.get("bosh")
     if bosh:
         bosh = _absolute(bosh, meeting.base, websocket=False)
+        reason = "config.js sets " + (
+            "websocket, and bosh as fallback"
+            if not guessed
+            else ("bosh but no websocket: trying the usual WebSocket path first, BOSH if it fails")
+        )
+    else:
+        # every Jitsi deployment serves /http-bind next to /xmpp-websocket
+        bosh = _absolute("http-bind", meeting.base, websocket=False)
+        reason = "config.js sets " + ("websocket" if not guessed else "neither websocket nor bosh")
+        reason += "; BOSH at the usual path as fallback"
     return JitsiSettings(
         web_url=meeting.base,
         room=meeting.room.lower(),
@@ -208,6 +223,7 @@ def settings_from_config_js(meeting_url: str, text: str) -> JitsiSettings:
         bosh_url=bosh,
         anonymous_domain=values.get("anonymousdomain") or None,
         websocket_guessed=guessed or not host,
+        transport_reason=reason,
     )
 
 
@@ -240,8 +256,15 @@ async def discover(
     meeting_url: str, *, insecure: bool = False, timeout: float = 10.0, **explicit: str | None
 ) -> JitsiSettings:
     """Fetch and parse config.js; ``explicit`` values (domain, muc_domain, focus,
-    websocket_url, bosh_url) replace what was found."""
+    websocket_url, bosh_url) replace what was found. An explicit ``bosh_url`` without an
+    explicit ``websocket_url`` forces BOSH."""
     text = await fetch_config_js(meeting_url, insecure=insecure, timeout=timeout)
     settings = settings_from_config_js(meeting_url, text)
-    overrides = {k: v for k, v in explicit.items() if v}
+    overrides: dict[str, Any] = {k: v for k, v in explicit.items() if v}
+    if overrides.get("bosh_url") and not overrides.get("websocket_url"):
+        overrides.update(websocket_url=None, transport_reason="bosh_url given: BOSH forced")
+    elif overrides.get("websocket_url"):
+        overrides["transport_reason"] = "websocket_url given" + (
+            ", BOSH as fallback" if overrides.get("bosh_url") or settings.bosh_url else ""
+        )
     return replace(settings, **overrides) if overrides else settings

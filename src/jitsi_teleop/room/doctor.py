@@ -37,6 +37,8 @@ class DoctorReport:
     kind: str = "ok"
     reason: str = ""
     transport: str = ""
+    #: why that transport: config.js/parameters, and a WebSocket-to-BOSH fallback if any
+    transport_reason: str = ""
     domain: str = ""
     room_jid: str = ""
     nick: str = ""
@@ -77,6 +79,8 @@ class DoctorReport:
                 f"  room        {self.room_jid} via {self.transport}"
                 + (f" as {self.nick}" if self.nick else "")
             )
+        if self.transport_reason:
+            lines.append(f"  transport   {self.transport_reason}")
         if self.focus:
             state = {True: "ready", False: "not ready", None: "absent (joined without it)"}
             lines.append(f"  focus       {self.focus}: {state[self.focus_ready]}")
@@ -126,6 +130,7 @@ class DoctorReport:
 class DoctorOptions:
     meeting_url: str | None = None
     websocket: str | None = None
+    bosh: str | None = None  # forces BOSH (with --websocket too: WebSocket, then BOSH)
     tcp: str | None = None  # host:port
     domain: str | None = None
     muc: str | None = None
@@ -142,7 +147,7 @@ class DoctorOptions:
     ice_check: bool = True
 
 
-async def _build_config(opts: DoctorOptions) -> RoomConfig:
+async def _build_config(opts: DoctorOptions, report: DoctorReport | None = None) -> RoomConfig:
     common: dict[str, Any] = dict(
         password=opts.password,
         token=opts.token,
@@ -168,8 +173,11 @@ async def _build_config(opts: DoctorOptions) -> RoomConfig:
             domain=opts.domain,
             muc_domain=opts.muc,
             websocket_url=opts.websocket,
+            bosh_url=opts.bosh,
             focus=opts.focus,
         )
+        if report is not None:
+            report.transport_reason = settings.transport_reason
         over: dict[str, Any] = dict(common)
         if opts.room:
             over["room"] = opts.room
@@ -178,13 +186,22 @@ async def _build_config(opts: DoctorOptions) -> RoomConfig:
         if opts.no_focus:
             over["focus"] = None
         return settings.room_config(**over)
-    if not (opts.domain and opts.room and (opts.websocket or tcp_host)):
-        raise ValueError("give a meeting URL, or --domain, --room and --websocket or --tcp")
+    if not (opts.domain and opts.room and (opts.websocket or opts.bosh or tcp_host)):
+        raise ValueError("give a meeting URL, or --domain, --room and --websocket, --bosh or --tcp")
+    if report is not None and not tcp_host:
+        report.transport_reason = (
+            "--websocket, BOSH as fallback"
+            if opts.websocket and opts.bosh
+            else "--bosh given: BOSH forced"
+            if opts.bosh
+            else "--websocket given"
+        )
     return RoomConfig(
         room=opts.room,
         domain=opts.domain,
         muc_domain=opts.muc or "",
         websocket_url=None if tcp_host else opts.websocket,
+        bosh_url=None if tcp_host else opts.bosh,
         tcp_host=tcp_host,
         tcp_port=tcp_port or 5222,
         focus=None if opts.no_focus else opts.focus,
@@ -210,7 +227,7 @@ async def _checks(opts: DoctorOptions, report: DoctorReport) -> None:
     from .room import Room
 
     try:
-        config = await _build_config(opts)
+        config = await _build_config(opts, report)
     except ValueError as e:
         report.kind, report.reason = "usage", str(e)
         return
@@ -221,6 +238,8 @@ async def _checks(opts: DoctorOptions, report: DoctorReport) -> None:
         f"tcp {config.tcp_host}:{config.tcp_port}"
         if config.tcp_host
         else f"websocket {config.websocket_url}"
+        if config.websocket_url
+        else f"bosh {config.bosh_url}"
     )
     report.domain, report.room_jid, report.focus = config.domain, config.room_jid, config.focus
     room = Room(config)
@@ -230,6 +249,7 @@ async def _checks(opts: DoctorOptions, report: DoctorReport) -> None:
         except RoomError as e:
             report.kind, report.reason = e.kind, e.reason
             return
+        _report_transport(room, report)
         report.nick = room.nick
         if config.focus:
             report.focus_ready = room.focus_reply.ready if room.focus_reply else None
@@ -299,6 +319,16 @@ async def _checks(opts: DoctorOptions, report: DoctorReport) -> None:
             "ignored_messages": st.ignored_messages,
         }
         await room.close()
+
+
+def _report_transport(room: Any, report: DoctorReport) -> None:
+    """The transport the join really used, and why (a WebSocket may have fallen back)."""
+    choice = getattr(room.xmpp.connector, "choice", None) if room.xmpp is not None else None
+    if choice is None:
+        return
+    report.transport = f"{choice.kind} {choice.url}"
+    reasons = [r for r in (report.transport_reason, choice.reason) if r]
+    report.transport_reason = "; ".join(reasons)
 
 
 async def _room_rtt(room: Any, link_cls: Any, samples: int = 3) -> float | None:

@@ -219,6 +219,7 @@ class Room:
         xmpp.add_event_handler("disconnected", self._on_disconnected)
         xmpp.add_event_handler("failed_auth", self._on_failed_auth)
         xmpp.add_event_handler("connection_failed", self._on_initial_failure)
+        xmpp.on_wire = self._charge_transport  # BOSH: request headers and long polls
         loop = asyncio.get_running_loop()
         self._session_ready = loop.create_future()
         xmpp.start()
@@ -300,7 +301,8 @@ class Room:
         text = str(stanza)
         ns = ' xmlns="jabber:client"'
         extra = 0 if ns in text[: text.find(">")] else len(ns)  # WS frames must carry it
-        return len(text.encode("utf-8")) + extra + WS_FRAME_OVERHEAD
+        framing = self._xmpp.frame_overhead if self._xmpp is not None else WS_FRAME_OVERHEAD
+        return len(text.encode("utf-8")) + extra + framing
 
     def make_private_message(self, nick: str) -> Message:
         return self.xmpp.make_message(mto=self.occupant_jid(nick), mtype="chat")
@@ -831,6 +833,12 @@ class Room:
         self.budget.consume(size)
         self.stats.bytes_sent += size
         stanza.send()
+
+    def _charge_transport(self, size: int) -> None:
+        """Bytes the transport sends beyond our stanzas (each BOSH request's HTTP headers and
+        body wrapper, and the empty long polls that bring the server's stanzas)."""
+        self.budget.consume(size)
+        self.stats.bytes_sent += size
 
     def _send_budgeted(self, stanza: StanzaBase) -> None:
         size = self.stanza_size(stanza)

@@ -97,6 +97,15 @@ def incoming_frame(frame: str) -> str:
     return text
 
 
+async def _probe(ws: aiohttp.ClientWebSocketResponse, domain: str) -> str:
+    """Send the stream's <open/> and return the server's answering frame."""
+    await ws.send_str(outgoing_frame("<stream:stream>", domain) or "")
+    msg = await ws.receive()
+    if msg.type != aiohttp.WSMsgType.TEXT or not msg.data.lstrip().startswith("<open"):
+        raise WebSocketError(f"the server did not answer <open/> (got {msg.type.name})")
+    return msg.data
+
+
 def _tag_end(text: str) -> int:
     end = text.find(">")
     return len(text) if end < 0 else end
@@ -135,6 +144,8 @@ class WebSocketTransport(asyncio.Transport):
         self._writer = asyncio.ensure_future(self._write_loop())
         self._reader: asyncio.Future[None] | None = None
         self._abort_task: asyncio.Future[None] | None = None
+        self._opened: str | None = None  # the server's <open/> to a probe (see open())
+        self._probe_absorbed = False
 
     @classmethod
     async def open(
@@ -146,8 +157,14 @@ class WebSocketTransport(asyncio.Transport):
         ssl_context: ssl.SSLContext | None = None,
         timeout: float = 10.0,
         headers: dict[str, str] | None = None,
+        probe: bool = False,
     ) -> WebSocketTransport:
-        """Open the WebSocket with subprotocol ``xmpp``; raise WebSocketError on failure."""
+        """Open the WebSocket with subprotocol ``xmpp``; raise WebSocketError on failure.
+
+        ``probe``: also send the stream's ``<open/>`` and wait (within the same ``timeout``)
+        for the server's, so that a path that completes the upgrade but passes no frames (a
+        buffering proxy) fails here, while a fallback can still be tried."""
+        started = asyncio.get_running_loop().time()
         session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None))
         try:
             ws = await asyncio.wait_for(
@@ -179,10 +196,28 @@ class WebSocketTransport(asyncio.Transport):
             await ws.close()
             await session.close()
             raise WebSocketError("server did not accept the 'xmpp' WebSocket subprotocol")
-        return cls(session, ws, protocol, domain)
+        opened: str | None = None
+        if probe:
+            left = max(1.0, timeout - (asyncio.get_running_loop().time() - started))
+            try:
+                opened = await asyncio.wait_for(_probe(ws, domain), left)
+            except (asyncio.TimeoutError, WebSocketError, aiohttp.ClientError, OSError) as e:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(ws.close(), 1.0)
+                await session.close()
+                if isinstance(e, asyncio.TimeoutError):
+                    raise WebSocketError(
+                        f"WebSocket opened but no XMPP stream answered within {left:g} s"
+                    ) from e
+                raise WebSocketError(f"WebSocket opened but the XMPP stream failed: {e}") from e
+        transport = cls(session, ws, protocol, domain)
+        transport._opened = opened
+        return transport
 
     def start_reading(self) -> None:
         """Begin delivering frames; call after the protocol's connection_made()."""
+        if self._opened is not None:  # the probe's answer, before anything else
+            self._protocol.data_received(incoming_frame(self._opened).encode("utf-8"))
         self._reader = asyncio.ensure_future(self._read_loop())
 
     # -- asyncio.Transport API used by slixmpp --------------------------------------------
@@ -192,6 +227,9 @@ class WebSocketTransport(asyncio.Transport):
         text = data if isinstance(data, str) else bytes(data).decode("utf-8")
         frame = outgoing_frame(text, self._domain)
         if frame is None:
+            return
+        if self._opened is not None and not self._probe_absorbed and frame.startswith("<open"):
+            self._probe_absorbed = True  # the probe sent this stream's <open/> already
             return
         self.buffered_bytes += len(frame)
         self._queue.put_nowait(frame)

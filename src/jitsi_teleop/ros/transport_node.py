@@ -53,10 +53,13 @@ from jitsi_teleop.bridge.topics import (
     load_topics,
     peer_of,
 )
+from jitsi_teleop.carriers.dropdown import dropdown_lan_name
+from jitsi_teleop.linklocal.carrier import LanConfig, is_lan_room
 from jitsi_teleop.links.ice import ice_summary
 from jitsi_teleop.links.p2p import P2PConfig, loopback_only
 from jitsi_teleop.loop_thread import LoopThread
 from jitsi_teleop.relay_faces import ipv4_loopback, remote_advertise
+from jitsi_teleop.room.config import RoomConfig
 from jitsi_teleop.ros.common import spin_node
 from jitsi_teleop.session import PATH_P2P, ReceiveInfo, SessionConfig
 
@@ -128,6 +131,7 @@ class TransportNode(Node):
         opts = RoomOptions(
             meeting_url=p["room"],
             websocket_url=p["websocket_url"],
+            bosh_url=p["bosh_url"],
             tcp=p["tcp"],
             domain=p["domain"],
             muc_domain=p["muc_domain"],
@@ -137,6 +141,9 @@ class TransportNode(Node):
             insecure=p["insecure"],
         )
         room_hint = opts.room or opts.meeting_url.rstrip("/").rsplit("/", 1)[-1]
+        lan = is_lan_room(p["room"])  # room:=lan:NAME: serverless, XEP-0174 on the LAN
+        if lan:
+            room_hint = p["room"].strip().lower()
         try:
             secret = load_site_secret(p["secret_file"], room_hint)
         except SiteError as e:
@@ -147,16 +154,44 @@ class TransportNode(Node):
         )
         self._loop = LoopThread("transport-asyncio")
         try:
-            room_config = self._loop.run(
-                resolve_room(opts, self.role, secret.key_id, p["robot"]), timeout=30
-            )
+            room_config: RoomConfig | LanConfig
+            if lan:
+                room_config = LanConfig(
+                    p["room"],
+                    self.role,
+                    key_id=secret.key_id,
+                    robot=p["robot"],
+                    display_name=f"jitsi-teleop {self.role}",
+                    addresses=[a.strip() for a in p["lan_addresses"].split(",") if a.strip()]
+                    or None,
+                )
+            else:
+                room_config = self._loop.run(
+                    resolve_room(opts, self.role, secret.key_id, p["robot"]), timeout=30
+                )
         except Exception as e:
             self._loop.stop()
             raise TransportError(f"room: {getattr(e, 'reason', None) or e}") from None
         self.room_jid = room_config.room_jid
         self.key_id = secret.key_id
+        dropdown = None
+        if p["lan_dropdown"] and not lan:
+            dropdown = LanConfig(
+                dropdown_lan_name(room_config.room),
+                self.role,
+                key_id=secret.key_id,
+                robot=p["robot"],
+                addresses=[a.strip() for a in p["lan_addresses"].split(",") if a.strip()] or None,
+            )
         self.bridge = Bridge(
-            room_config, session_config, secret, self.role, outgoing, incoming, self._republish
+            room_config,
+            session_config,
+            secret,
+            self.role,
+            outgoing,
+            incoming,
+            self._republish,
+            dropdown=dropdown,
         )
         self._reported: set[str] = set()
         self._told: tuple[str | None, int] = (None, 0)  # (peer reported, path events reported)
@@ -177,11 +212,26 @@ class TransportNode(Node):
             "role": ("leader", "leader or follower"),
             "config": ("", "topic YAML (default: the package's config/teleop_topics.yaml)"),
             "peer_prefix": ("", "where the peer's topics appear (default /<peer role>)"),
-            "room": ("", "meeting URL, e.g. https://meet.example.org/MyRoom"),
+            "room": (
+                "",
+                "meeting URL, e.g. https://meet.example.org/MyRoom; or lan:NAME: no server, "
+                "find the peer on the LAN (XEP-0174 link-local)",
+            ),
+            "lan_addresses": ("", "LAN carrier: IPv4 addresses to use (default: all)"),
+            "lan_dropdown": (
+                False,
+                "in a Jitsi room, also announce on the LAN: when the peer is on the LAN too, "
+                "signalling and the slow path go over it and survive the server going away",
+            ),
             "room_name": ("", "room name (default: from the meeting URL)"),
             "domain": ("", "XMPP domain (with websocket_url or tcp: no config.js lookup)"),
             "muc_domain": ("", "MUC domain (default conference.<domain>)"),
             "websocket_url": ("", "XMPP WebSocket URL (ws:// or wss://)"),
+            "bosh_url": (
+                "",
+                "XMPP BOSH URL (http(s)://HOST/http-bind): forces BOSH (with websocket_url: "
+                "WebSocket first, BOSH if it cannot be opened)",
+            ),
             "tcp": ("", "host:port: plain XMPP over TCP instead of WebSocket"),
             "focus": ("", "focus component JID (empty: none, or config.js's)"),
             "password": ("", "room password (prefer $JITSI_TELEOP_ROOM_PASSWORD)"),

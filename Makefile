@@ -4,14 +4,27 @@ PY := $(VENV)/bin/python
 # Tests and tools talk to loopback only; DDS discovery stays on this host.
 export ROS_AUTOMATIC_DISCOVERY_RANGE ?= LOCALHOST
 
-.PHONY: setup test demo lint bench clean
+.PHONY: setup test test-jazzy test-kilted demo lint bench clean
 
 setup:
 	@bash scripts/setup-dev.sh
 
+# Each ROS distro whose wheels are on PyPI: the whole suite on Jazzy, then the tests that touch
+# rclpy or the message packages (marker `ros`) on Kilted. Each leg prints its wall time; both
+# legs run even when the first fails.
+KILTED_VENV ?= .venv-kilted
+
 test: setup
 	$(PY) -m ruff check src test bench launch
-	$(PY) -m pytest
+	@$(MAKE) --no-print-directory --keep-going test-jazzy test-kilted
+
+test-jazzy:
+	@t0=$$(date +%s); $(PY) -m pytest; rc=$$?; \
+	  echo "make test: Jazzy leg (whole suite) took $$(( $$(date +%s) - t0 )) s"; exit $$rc
+
+test-kilted:
+	@t0=$$(date +%s); $(KILTED_VENV)/bin/python -m pytest -m ros; rc=$$?; \
+	  echo "make test: Kilted leg (-m ros) took $$(( $$(date +%s) - t0 )) s"; exit $$rc
 
 # Two simulated Dexters teleoperated through a private local room; report in demo-report/.
 demo: setup
@@ -29,4 +42,4 @@ bench: setup
 	$(PY) bench/bench_ros_overhead.py --json bench/results/ros_overhead.json
 
 clean:
-	rm -rf $(VENV) build install log .pytest_cache demo-report
+	rm -rf $(VENV) $(KILTED_VENV) build install log .pytest_cache demo-report

@@ -56,6 +56,12 @@ def _arguments(share: str) -> list[DeclareLaunchArgument]:
         arg("stun_turn", "true", "ask the server for STUN/TURN"),
         arg("remote_offset", "0.8", "y offset (m) of the remote arm in rviz's world frame"),
         arg("rviz", "true", "start rviz2 with both arms"),
+        arg("jid", "", "log in with this XMPP account instead of anonymously (user@domain)"),
+        arg("password_file", "", "file with the account's password (never the password itself)"),
+        arg("peer_jid", "", "no room: pair one-to-one with this account (needs jid)"),
+        arg("event_log", "", "the site's SQLite event log (default ~/.ros/jitsi_teleop/)"),
+        arg("console_permissions", "", "chat console: who may use which command, e.g. "
+            "'note=moderators,alice@example.org; chime=anyone'"),
     ]
 
 

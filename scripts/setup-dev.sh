@@ -102,4 +102,26 @@ if [ -e /usr/include/libnetfilter_queue/libnetfilter_queue.h ] &&
   echo "setup-dev: installing netfilterqueue (netlab delay/jitter)"
   "$VENV/bin/python" -m pip install -q "netfilterqueue==1.1.0" 2>&1 | grep -v "^WARNING: Location" || true
 fi
-echo "setup-dev: ready ($VENV)"
+
+# --- distros (issue 12): a second venv with the ROS 2 Kilted wheels, so that `make test` runs the
+# ROS-marked tests on Kilted as well as on Jazzy (rclpy and the message packages differ between
+# distros). Same package, editable; no bench extras. KILTED_VENV= (empty) skips it.
+KILTED_VENV=${KILTED_VENV-.venv-kilted}
+if [ -n "$KILTED_VENV" ]; then
+  if [ ! -x "$KILTED_VENV/bin/python" ]; then
+    echo "setup-dev: creating $KILTED_VENV (ROS 2 Kilted wheels)"
+    "$PYTHON" -m venv "$KILTED_VENV"
+  fi
+  kstamp="$KILTED_VENV/.installed-$(cat setup.py requirements-ros-kilted.txt | sha1sum | cut -c1-12)"
+  if [ ! -e "$kstamp" ]; then
+    echo "setup-dev: installing Python packages into $KILTED_VENV"
+    "$KILTED_VENV/bin/python" -m pip install -q --upgrade pip setuptools wheel 2>&1 \
+      | grep -v "^WARNING: Location" || true
+    "$KILTED_VENV/bin/python" -m pip install -q -e ".[test]" -r requirements-ros-kilted.txt 2>&1 \
+      | grep -v "^WARNING: Location" || true
+    "$KILTED_VENV/bin/python" -c "import jitsi_teleop, dexter_driver, rclpy, aiortc, slixmpp"
+    rm -f "$KILTED_VENV"/.installed-*
+    touch "$kstamp"
+  fi
+fi
+echo "setup-dev: ready ($VENV${KILTED_VENV:+, $KILTED_VENV})"

@@ -10,6 +10,8 @@ import pytest
 
 from dexter_driver import kinematics
 
+pytestmark = pytest.mark.ros
+
 rclpy_serialization = pytest.importorskip("rclpy.serialization", reason="needs rclpy")
 rosbag2 = pytest.importorskip("rosbags.rosbag2", reason="needs rosbags")
 

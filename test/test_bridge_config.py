@@ -145,7 +145,7 @@ def test_follower_site_plan_draws_the_leader_arm_and_servos_its_own():
     teleop = plan["teleop"][0].parameters
     assert teleop[0] == str(ROOT / "config" / "teleop.yaml")  # then role and prefix win
     assert teleop[1] == {"role": "follower", "peer_prefix": "/leader"}
-    remote = plan["remote/robot_state_publisher"][0]
+    remote = plan["remote/leader_state_publisher"][0]
     assert remote.remappings == (("joint_states", "/leader/joint_states"),)
     assert remote.parameters[0]["frame_prefix"] == "remote/"
     assert "<robot" in remote.parameters[0]["robot_description"]
@@ -160,6 +160,21 @@ def test_leader_site_plan_on_a_real_robot():
     assert plan["dexter_driver"][0].parameters[1]["mode"] == "follow_me"
     assert plan["dexter_driver"][0].parameters[1]["host"] == "192.168.1.142"
     assert plan["jitsi_teleop_transport"][0].parameters[0]["peer_prefix"] == "/follower"
-    assert plan["remote/robot_state_publisher"][0].remappings[0][1] == "/follower/joint_states"
+    assert plan["remote/follower_state_publisher"][0].remappings[0][1] == "/follower/joint_states"
     with pytest.raises(ValueError, match="role"):
         site_processes(SiteArgs(share=str(ROOT), role="boss"))
+
+
+def test_two_sites_in_one_launch_have_no_duplicate_node_names():
+    """two_site_sim.launch.py starts both sites' plans in one launch; launch_ros warns about
+    every fully qualified name (a node with a namespace) seen twice in a launch, whatever the
+    domains. Both sites' plans, as that launch builds them, give no name twice."""
+    common = dict(sim="true", domain="meet.local", loopback_only="true", stun_turn="false")
+    names: dict[str, list[str]] = {}
+    for role in ("leader", "follower"):
+        for p in site_processes(SiteArgs(share=str(ROOT), role=role, **common)):
+            if p.namespace and not p.cmd:  # what launch_ros counts
+                names.setdefault(f"/{p.namespace}/{p.name}", []).append(role)
+    assert names, "the plans have namespaced nodes (the remote arm's state publisher)"
+    assert {n: r for n, r in names.items() if len(r) > 1} == {}
+    assert names["/remote/follower_state_publisher"] == ["leader"]  # the arm it draws

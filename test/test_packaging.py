@@ -23,6 +23,7 @@ def test_package_xml_is_format_3_ament_python_with_run_dependencies() -> None:
     # every import of the node and launch code has a declared key
     for key in (
         "rclpy",
+        "rosidl_parser",
         "sensor_msgs",
         "geometry_msgs",
         "diagnostic_msgs",

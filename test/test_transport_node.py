@@ -38,7 +38,7 @@ from ros_sites import (
 )
 
 pytest_plugins = ["conftest_prosody"]
-pytestmark = [pytest.mark.prosody, pytest.mark.timeout(150)]
+pytestmark = [pytest.mark.prosody, pytest.mark.ros, pytest.mark.timeout(150)]
 
 ROOT = Path(__file__).resolve().parents[1]
 TOPICS = ROOT / "config" / "teleop_topics.yaml"

@@ -391,7 +391,10 @@ class DexterDriverNode(Node):
         publish_diagnostics(self, self._pub_diag, self.diagnostic_status())
 
     def destroy_node(self) -> None:
-        if self.loop_thread.alive:
+        # Kilted's rclpy.shutdown() also destroys a node whose constructor raised (bad
+        # parameters), before loop_thread exists
+        loop_thread = getattr(self, "loop_thread", None)
+        if loop_thread is not None and loop_thread.alive:
             try:
                 self.loop_thread.run(self._shutdown(), timeout=5.0)
             finally:

@@ -42,6 +42,12 @@ def _add_doctor(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--password", help="room password")
     p.add_argument("--token", help="JWT for token-authenticated deployments")
     p.add_argument(
+        "--jid",
+        help="log in with this account (user@domain) instead of anonymously; password from "
+        "--password-file or $JITSI_TELEOP_XMPP_PASSWORD(_FILE)",
+    )
+    p.add_argument("--password-file", help="file whose first line is the account's password")
+    p.add_argument(
         "--insecure",
         action="store_true",
         help="do not verify TLS certificates (self-signed test servers only)",
@@ -93,9 +99,16 @@ def _run_lan_doctor(args: argparse.Namespace) -> int:
 def _run_doctor(args: argparse.Namespace) -> int:
     if (args.meeting_url or "").startswith("lan:"):
         return _run_lan_doctor(args)
+    from .room.account import AccountError, load_account
     from .room.doctor import DoctorOptions, run_doctor
 
+    try:
+        account = load_account(args.jid or "", args.password_file or "")
+    except AccountError as e:
+        print(f"jitsi-teleop doctor: usage: {e}", file=sys.stderr)
+        return 2
     opts = DoctorOptions(
+        account=account,
         meeting_url=args.meeting_url,
         websocket=args.websocket,
         bosh=args.bosh,
@@ -277,6 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_demo(sub)
     _add_keygen(sub)
     _add_server(sub)
+    _add_log(sub)
     bench = sub.add_parser(
         "bench",
         help="fast-path benchmark: data channel, datagrams, raw UDP and zenoh, two processes",
@@ -284,6 +298,57 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.set_defaults(run=None, bench=True)
     return parser
+
+
+def _add_log(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "log",
+        help="print a site's event log (the SQLite file the transport node keeps)",
+        description="The last N events of a site's event log: pairing, path switches with "
+        "detection times, holds, e-stops, refusals, notes, console commands and who sent them.",
+    )
+    p.add_argument("file", help="the event log (transport parameter event_log)")
+    p.add_argument("-n", type=int, default=20, help="how many of the newest events (default 20)")
+    p.add_argument("--kind", help="only events of this kind (estop, note, path, ...)")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.set_defaults(run=_run_log)
+
+
+def _run_log(args: argparse.Namespace) -> int:
+    from .console.eventlog import KINDS, EventLogError, open_existing
+
+    if args.kind and args.kind not in KINDS:
+        print(
+            f"jitsi-teleop log: unknown kind {args.kind!r} ({', '.join(sorted(KINDS))})",
+            file=sys.stderr,
+        )
+        return 2
+    if args.n < 1:
+        print("jitsi-teleop log: -n must be at least 1", file=sys.stderr)
+        return 2
+    try:
+        log = open_existing(args.file)
+        events = log.last(args.n, args.kind)
+    except EventLogError as e:
+        print(f"jitsi-teleop log: {e}", file=sys.stderr)
+        return 1
+    for e in events:
+        if args.json:
+            print(
+                json.dumps(
+                    {
+                        "id": e.id,
+                        "t": e.t,
+                        "kind": e.kind,
+                        "actor": e.actor,
+                        "text": e.text,
+                        "detail": e.detail,
+                    }
+                )
+            )
+        else:
+            print(e.line())
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

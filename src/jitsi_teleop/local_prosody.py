@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 PROSODY = shutil.which("prosody") or "/usr/bin/prosody"
+PROSODYCTL = shutil.which("prosodyctl") or "/usr/bin/prosodyctl"
 
 
 def free_port() -> int:
@@ -46,7 +47,19 @@ class ProsodyServer:
     component_secret: str = "focus-secret"
     log_level: str = "info"
     nagle: bool = True  # Prosody's default; False sets TCP_NODELAY on its sockets
-    restrict_room_creation: bool = False  # True like Jitsi (only admins, i.e. Jicofo)
+    restrict_room_creation: bool | str = False  # True like Jitsi (only admins, i.e. Jicofo)
+    #: the main host's login: "anonymous" (stock Jitsi) or "internal_hashed" (a Jitsi
+    #: "secure domain", or a plain XMPP server with accounts: see :meth:`register`)
+    authentication: str = "anonymous"
+    #: an anonymous host next to the main one, as a secure-domain Jitsi has for guests
+    #: (``hosts.anonymousdomain`` in config.js); rooms stay on ``conference.<domain>``
+    guest_domain: str | None = None
+    #: SASL mechanisms the server must not offer (tests: a server with PLAIN only)
+    disable_sasl: tuple[str, ...] = ()
+    #: offer PLAIN on unencrypted connections (a badly configured server; tests only)
+    allow_plain_in_clear: bool = False
+    #: False: no MUC component at all (a chat service with accounts but no rooms)
+    muc: bool = True
     tls: bool = False  # self-signed certificate: STARTTLS on c2s and an https/wss port
     https_port: int = field(default_factory=free_port)
     root: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="prosody-")))
@@ -142,7 +155,8 @@ s2s_ports = {{ }}
 modules_enabled = {{ {", ".join(modules)} }}
 modules_disabled = {{ {disabled} }}
 c2s_require_encryption = false
-allow_unencrypted_plain_auth = false
+allow_unencrypted_plain_auth = {"true" if self.allow_plain_in_clear else "false"}
+{self._sasl_line()}
 consider_websocket_secure = true
 consider_bosh_secure = true
 cross_domain_websocket = true
@@ -162,17 +176,57 @@ external_services = {{
 }}
 
 VirtualHost "{self.domain}"
-  authentication = "anonymous"
-
-Component "{self.muc_domain}" "muc"
-  restrict_room_creation = {"true" if self.restrict_room_creation else "false"}
-  muc_room_locking = false
-  muc_room_default_public_jids = true
-  muc_tombstones = false
-
+  authentication = "{self.authentication}"
+{self._guest_host()}
+{self._muc_component()}
 Component "{self.focus_domain}"
   component_secret = "{self.component_secret}"
 """
+
+    def _restrict(self) -> str:
+        r = self.restrict_room_creation
+        return f'"{r}"' if isinstance(r, str) else ("true" if r else "false")
+
+    def _sasl_line(self) -> str:
+        if not self.disable_sasl:
+            return ""
+        names = ", ".join(f'"{m}"' for m in self.disable_sasl)
+        return f"disable_sasl_mechanisms = {{ {names} }}"
+
+    def _muc_component(self) -> str:
+        if not self.muc:
+            return ""
+        return (
+            f'Component "{self.muc_domain}" "muc"\n'
+            f"  restrict_room_creation = {self._restrict()}\n"
+            "  muc_room_locking = false\n"
+            "  muc_room_default_public_jids = true\n"
+            "  muc_tombstones = false\n"
+        )
+
+    def _guest_host(self) -> str:
+        if not self.guest_domain:
+            return ""
+        return f'VirtualHost "{self.guest_domain}"\n  authentication = "anonymous"\n'
+
+    def register(self, user: str, password: str) -> str:
+        """Create the account ``user@domain`` with ``prosodyctl`` (works while the server runs;
+        internal_hashed stores only SCRAM keys). Returns the bare JID."""
+        cfg = self.root / "prosody.cfg.lua"
+        if not cfg.exists():
+            self.write_config()
+        env = dict(os.environ, PROSODY_CONFIG=str(cfg))
+        done = subprocess.run(
+            [PROSODYCTL, "--config", str(cfg), "register", user, self.domain, password],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=self.root,
+            timeout=30,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"prosodyctl register {user}: {done.stdout} {done.stderr}")
+        return f"{user}@{self.domain}"
 
     def write_config(self) -> Path:
         (self.root / "data").mkdir(parents=True, exist_ok=True)

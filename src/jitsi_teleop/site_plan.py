@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .bridge.topics import default_peer_prefix
+from .bridge.topics import default_peer_prefix, peer_of
 
 PACKAGE = "jitsi_teleop"
 TRUE = ("true", "1", "yes", "on")
@@ -63,6 +63,11 @@ class SiteArgs:
     stun_turn: str = "true"
     remote_offset: str = "0.8"
     rviz: str = "true"
+    jid: str = ""  # account login (the password from password_file, never an argument)
+    password_file: str = ""
+    peer_jid: str = ""  # one-to-one with this account instead of a MUC room
+    event_log: str = ""
+    console_permissions: str = ""
     extra: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -113,6 +118,13 @@ def site_processes(a: SiteArgs) -> list[ProcessSpec]:
                     "secret_file": str(Path(a.secret_file).expanduser()) if a.secret_file else "",
                     "loopback_only": flag(a.loopback_only),
                     "stun_turn": flag(a.stun_turn),
+                    "jid": a.jid,
+                    "password_file": str(Path(a.password_file).expanduser())
+                    if a.password_file
+                    else "",
+                    "peer_jid": a.peer_jid,
+                    "event_log": str(Path(a.event_log).expanduser()) if a.event_log else "",
+                    "console_permissions": a.console_permissions,
                 },
             ),
         )
@@ -137,9 +149,11 @@ def site_processes(a: SiteArgs) -> list[ProcessSpec]:
             parameters=({"robot_description": urdf},),
         )
     )
+    # named after the arm it draws: launch warns about two nodes of one fully qualified name in
+    # a launch (two_site_sim.launch.py has both sites, even though their domains differ)
     out.append(
         ProcessSpec(
-            "robot_state_publisher",
+            f"{peer_of(a.role)}_state_publisher",
             package="robot_state_publisher",
             executable="robot_state_publisher",
             namespace="remote",

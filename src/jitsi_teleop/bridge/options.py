@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from ..pairing import Secret, load_secret
+from ..room.account import Account
 from ..room.config import RoomConfig
 from ..room.discovery import discover
 
@@ -40,6 +41,9 @@ class RoomOptions:
     focus: str = ""
     password: str = ""
     insecure: bool = False
+    account: Account | None = None  #: log in with this account instead of anonymously
+    #: no MUC: pair one-to-one with these accounts (``room`` is then the pairing namespace)
+    direct_peers: tuple[str, ...] = ()
 
 
 def meeting_room_name(url: str) -> str:
@@ -57,6 +61,8 @@ async def resolve_room(opts: RoomOptions, role: str, key_id: str, robot: str = "
         password=opts.password or None,
         insecure=opts.insecure,
         display_name=f"jitsi-teleop {role}",
+        account=opts.account,
+        direct_peers=opts.direct_peers,
     )
     tcp_host, tcp_port = None, 5222
     if opts.tcp:
@@ -64,7 +70,8 @@ async def resolve_room(opts: RoomOptions, role: str, key_id: str, robot: str = "
         if not host or not port.isdigit():
             raise SiteError(f"tcp wants host:port, got {opts.tcp!r}")
         tcp_host, tcp_port = host, int(port)
-    explicit = bool(opts.domain and (opts.websocket_url or opts.bosh_url or tcp_host))
+    domain = opts.domain or (opts.account.domain if opts.account else "")
+    explicit = bool(domain and (opts.websocket_url or opts.bosh_url or tcp_host))
     if opts.meeting_url and not explicit:  # read the deployment's config.js
         settings = await discover(
             opts.meeting_url,
@@ -80,9 +87,11 @@ async def resolve_room(opts: RoomOptions, role: str, key_id: str, robot: str = "
             over["room"] = opts.room
         if tcp_host:
             over.update(tcp_host=tcp_host, tcp_port=tcp_port, websocket_url=None, bosh_url=None)
+        if opts.account is not None:  # the account's domain, not the guest domain
+            over["domain"] = opts.account.domain
         return settings.room_config(**over)
     room = opts.room or (meeting_room_name(opts.meeting_url) if opts.meeting_url else "")
-    if not (opts.domain and room and (opts.websocket_url or opts.bosh_url or tcp_host)):
+    if not (domain and room and (opts.websocket_url or opts.bosh_url or tcp_host)):
         raise SiteError(
             "no room: give a meeting URL (room), or domain, room_name and websocket_url, "
             "bosh_url or tcp"
@@ -90,7 +99,7 @@ async def resolve_room(opts: RoomOptions, role: str, key_id: str, robot: str = "
     try:
         return RoomConfig(
             room=room,
-            domain=opts.domain,
+            domain=domain,
             muc_domain=opts.muc_domain,
             websocket_url=None if tcp_host else (opts.websocket_url or None),
             bosh_url=None if tcp_host else (opts.bosh_url or None),

@@ -13,6 +13,7 @@ from __future__ import annotations
 from ..carrier import Carrier
 from ..linklocal.carrier import LanConfig, LanRoom
 from ..room.config import RoomConfig, RoomError
+from ..room.direct import open_room
 from ..room.extdisco import IceServer
 from ..room.room import Room
 from .room import RoomCarrier
@@ -40,10 +41,11 @@ class LanCarrier(RoomCarrier):
 
 
 def make_room(config: RoomConfig | LanConfig) -> Room | LanRoom:
-    """The rendezvous for a site's config: a Jitsi/XMPP room, or a LAN room (``lan:NAME``)."""
+    """The rendezvous for a site's config: a Jitsi/XMPP room, one-to-one between two accounts
+    (``direct_peers``: room.direct), or a LAN room (``lan:NAME``)."""
     if isinstance(config, LanConfig):
         return LanRoom(config)
-    return Room(config)
+    return open_room(config)
 
 
 def session_carrier(room: Room | LanRoom) -> Room | Carrier:

@@ -6,19 +6,13 @@ Leader → follower: ``/joint_states`` (sensor_msgs/JointState, the leader drive
 These are the topics the teleop node publishes and subscribes, so the demo's wire traffic is
 what a two-site ROS deployment sends. rclpy serializes without ``rclpy.init``.
 
-Type hashes are read from the message packages' generated type descriptions
-(``share/<pkg>/msg/<Type>.json``, what the middleware reports); when those are not installed,
-a throwaway node asks the middleware (DDS discovery kept on this host).
+Type hashes are computed from the message classes (:mod:`jitsi_teleop.ros.type_hash`), the
+values the middleware reports.
 """
 
 from __future__ import annotations
 
-import importlib
-import json
-import os
-import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from jitsi_teleop.wire import StreamDescriptor
@@ -75,66 +69,12 @@ class Streams:
 # ---------------------------------------------------------------------------- type hashes
 
 
-def _share_dirs() -> list[Path]:
-    prefixes = [p for p in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep) if p]
-    prefixes.append(sys.prefix)
-    return [Path(p) / "share" for p in prefixes]
-
-
-def _hash_from_description(ros_type: str) -> str | None:
-    pkg, kind, name = ros_type.split("/")
-    for share in _share_dirs():
-        path = share / pkg / kind / f"{name}.json"
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, ValueError):
-            continue
-        for entry in data.get("type_hashes", []):
-            if entry.get("type_name") == ros_type:
-                return str(entry["hash_string"])
-    return None
-
-
-def _hashes_from_middleware(ros_types: Sequence[str]) -> dict[str, str]:
-    """One short-lived node with a publisher per type; what ``ros2 topic info -v`` shows."""
-    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-    import rclpy
-    from rclpy.context import Context
-
-    ctx = Context()
-    rclpy.init(context=ctx)
-    try:
-        node = rclpy.create_node(
-            "jitsi_teleop_demo_type_probe",
-            context=ctx,
-            start_parameter_services=False,
-            enable_rosout=False,
-        )
-        out = {}
-        for i, t in enumerate(ros_types):
-            topic = f"~/type_probe_{i}"
-            node.create_publisher(_message_class(t), topic, 1)
-            info = node.get_publishers_info_by_topic(node.resolve_topic_name(topic))
-            out[t] = str(info[0].topic_type_hash)
-        node.destroy_node()
-        return out
-    finally:
-        rclpy.shutdown(context=ctx)
-
-
-def _message_class(ros_type: str) -> Any:
-    pkg, kind, name = ros_type.split("/")
-    return getattr(importlib.import_module(f"{pkg}.{kind}"), name)
-
-
 def type_hashes(ros_types: Sequence[str] = ROS_TYPES) -> dict[str, str]:
-    """``{ros_type: "RIHS01_..."}`` for the demo's message types."""
-    found = {t: _hash_from_description(t) for t in ros_types}
-    missing = [t for t, h in found.items() if h is None]
-    out = {t: h for t, h in found.items() if h is not None}
-    if missing:
-        out.update(_hashes_from_middleware(missing))
-    return out
+    """``{ros_type: "RIHS01_..."}`` for the demo's message types, computed from the installed
+    message classes as the transport node does (no graph, no share/ files needed)."""
+    from jitsi_teleop.ros.type_hash import type_hash
+
+    return {t: type_hash(t) for t in ros_types}
 
 
 # ---------------------------------------------------------------------------- payloads

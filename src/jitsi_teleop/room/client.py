@@ -19,6 +19,7 @@ from collections.abc import Callable
 
 from slixmpp import ClientXMPP
 
+from . import account as acct
 from .config import RoomConfig
 from .connect import HttpConnector
 from .stanzas import register_stanzas
@@ -37,11 +38,21 @@ def make_ssl_context(insecure: bool) -> ssl.SSLContext:
 
 
 class TeleopXMPP(ClientXMPP):
-    """Anonymous (or token) XMPP client for one room config."""
+    """Anonymous (or token) XMPP client for one room config, or an account login when
+    ``config.account`` is set (SASL policy in :mod:`.account`)."""
 
     def __init__(self, config: RoomConfig) -> None:
         register_stanzas()
-        super().__init__(config.domain, None, sasl_mech="ANONYMOUS")
+        account = config.account
+        if account is None:
+            super().__init__(config.domain, None, sasl_mech="ANONYMOUS")
+        else:
+            super().__init__(account.jid, account.password)
+            mechs = self.plugin["feature_mechanisms"]
+            mechs.use_mechs = set(acct.ALLOWED_MECHANISMS)
+            mechs.security_callback = self._sasl_security
+            self.add_event_handler("no_auth", self._on_no_auth)
+        self.add_event_handler("failed_auth", self._on_failed_auth)
         self.config = config
         self.ssl_context = make_ssl_context(config.insecure)
         self.whitespace_keepalive = False
@@ -164,6 +175,30 @@ class TeleopXMPP(ClientXMPP):
         self.last_error_kind = "tls"
         self.last_error = f"TLS certificate verification failed: {err}"
         self.abort()
+
+    # -- account login (SASL) ---------------------------------------------------------------
+    def _stream_encrypted(self) -> bool:
+        return acct.stream_encrypted(self, self.stream_url)
+
+    def _sasl_security(self, values: object) -> dict[str, object]:
+        return acct.security_settings(values, self._stream_encrypted())  # type: ignore[arg-type]
+
+    def _on_no_auth(self, _event: object) -> None:
+        offered = self.plugin["feature_mechanisms"].mech_list
+        jid = self.config.account.jid if self.config.account else self.config.domain
+        self.last_error_kind = "auth"
+        self.last_error = acct.no_mechanism_reason(offered, self._stream_encrypted(), jid)
+        log.error("%s", self.last_error)
+
+    def _on_failed_auth(self, stanza) -> None:
+        account = self.config.account
+        if account is None:
+            self.last_error = "authentication failed (SASL ANONYMOUS or token refused)"
+        else:
+            self.last_error = acct.failure_reason(
+                stanza["condition"] or "", stanza["text"] or "", account.jid
+            )
+        self.last_error_kind = "auth"
 
     def _on_stream_error(self, err) -> None:
         self.last_error_kind = "stream"

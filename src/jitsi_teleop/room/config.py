@@ -6,6 +6,8 @@ import re
 import secrets
 from dataclasses import dataclass, field
 
+from .account import Account
+
 _NICK_RE = re.compile(r"^[0-9a-f]{8}$")
 _ROOM_RE = re.compile(r"^[^\s@/\"&'<>:]{1,256}$")
 _KEY_RE = re.compile(r"^[0-9a-f]{0,64}$")
@@ -98,6 +100,11 @@ class RoomConfig:
     focus_required: bool = False
     password: str | None = None
     token: str | None = None
+    #: log in with this account (SASL) instead of anonymously; the XMPP domain is its domain
+    account: Account | None = None
+    #: no MUC: pair one-to-one with these accounts (bare JIDs); ``room`` is then only the
+    #: pairing namespace both sites agree on (see room.direct)
+    direct_peers: tuple[str, ...] = ()
     insecure: bool = False
     nick: str = field(default_factory=new_nick)
     display_name: str = "jitsi-teleop"
@@ -133,6 +140,15 @@ class RoomConfig:
         self.room = self.room.strip().lower()
         if not _ROOM_RE.match(self.room):
             raise ValueError(f"invalid room name {self.room!r}")
+        if self.account is not None:
+            if not self.domain:
+                self.domain = self.account.domain
+            elif self.domain.lower() != self.account.domain.lower():
+                raise ValueError(
+                    f"account {self.account.jid} is not on the server's domain {self.domain}"
+                )
+        if self.direct_peers and self.account is None:
+            raise ValueError("one-to-one (peer_jid) needs an account login (jid and password)")
         if not self.domain:
             raise ValueError("domain is required")
         if not self.muc_domain:

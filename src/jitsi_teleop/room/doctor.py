@@ -13,6 +13,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from .account import Account
 from .config import RoomConfig, RoomError
 from .discovery import DiscoveryError, discover
 
@@ -145,6 +146,7 @@ class DoctorOptions:
     require_turn: bool = False
     #: gather with the announced STUN/TURN servers and call through the TURN relay
     ice_check: bool = True
+    account: Account | None = None  # log in with this account instead of anonymously
 
 
 async def _build_config(opts: DoctorOptions, report: DoctorReport | None = None) -> RoomConfig:
@@ -158,6 +160,7 @@ async def _build_config(opts: DoctorOptions, report: DoctorReport | None = None)
         connect_timeout=min(10.0, opts.timeout / 2),
         join_timeout=min(10.0, opts.timeout / 2),
         ping_interval=3600.0,
+        account=opts.account,
     )
     tcp_host = tcp_port = None
     if opts.tcp:
@@ -185,8 +188,11 @@ async def _build_config(opts: DoctorOptions, report: DoctorReport | None = None)
             over.update(tcp_host=tcp_host, tcp_port=tcp_port)
         if opts.no_focus:
             over["focus"] = None
+        if opts.account is not None:  # not the guest domain: the account's own
+            over["domain"] = opts.account.domain
         return settings.room_config(**over)
-    if not (opts.domain and opts.room and (opts.websocket or opts.bosh or tcp_host)):
+    has_domain = bool(opts.domain or opts.account)
+    if not (has_domain and opts.room and (opts.websocket or opts.bosh or tcp_host)):
         raise ValueError("give a meeting URL, or --domain, --room and --websocket, --bosh or --tcp")
     if report is not None and not tcp_host:
         report.transport_reason = (
@@ -198,7 +204,7 @@ async def _build_config(opts: DoctorOptions, report: DoctorReport | None = None)
         )
     return RoomConfig(
         room=opts.room,
-        domain=opts.domain,
+        domain=opts.domain or "",
         muc_domain=opts.muc or "",
         websocket_url=None if tcp_host else opts.websocket,
         bosh_url=None if tcp_host else opts.bosh,

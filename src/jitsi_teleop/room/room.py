@@ -115,6 +115,7 @@ class Room:
         self._occupants: dict[str, Occupant] = {}
         self._listeners: list[Listener] = []
         self._handlers: list[MessageHandler] = []
+        self._groupchat_handlers: list[MessageHandler] = []
         self._xmpp: TeleopXMPP | None = None
         self._online = asyncio.Event()
         self._session_ready: asyncio.Future[None] | None = None
@@ -203,6 +204,13 @@ class Room:
                 self._unclaimed[nick] = kept
             else:
                 self._unclaimed.pop(nick, None)
+
+    def add_groupchat_handler(self, handler: MessageHandler) -> Callable[[], None]:
+        """``handler(nick, message)`` sees the room's group chat (the console); returns an
+        unsubscribe function. Our own echoes and the room's own messages are not passed."""
+        self._groupchat_handlers.append(handler)
+        hs = self._groupchat_handlers
+        return lambda: hs.remove(handler) if handler in hs else None
 
     async def join(self) -> Occupant:
         """Connect, ask the focus (if configured), join; raise a RoomError subclass on failure.
@@ -518,7 +526,11 @@ class Room:
             self._emit(RoomJoined(self.nick, rejoin=True))
 
     def _on_failed_auth(self, _event: object) -> None:
-        self._fail_initial(AuthError("authentication failed (SASL ANONYMOUS or token refused)"))
+        xmpp = self._xmpp
+        text = xmpp.last_error if xmpp is not None and xmpp.last_error_kind == "auth" else None
+        self._fail_initial(
+            AuthError(text or "authentication failed (SASL ANONYMOUS or token refused)")
+        )
 
     def _on_initial_failure(self, err: object) -> None:
         xmpp = self._xmpp
@@ -551,7 +563,10 @@ class Room:
                 or isinstance(reason, ssl.SSLError)
                 or "certificate" in text.lower()
             )
-            self._fail_initial(TlsError(text) if tls else ConnectError(text))
+            if xmpp is not None and xmpp.last_error_kind == "auth":
+                self._fail_initial(AuthError(text))  # refused login, or PLAIN in the clear
+            else:
+                self._fail_initial(TlsError(text) if tls else ConnectError(text))
             return
         if self._closing:
             return
@@ -744,8 +759,19 @@ class Room:
     def _on_room_message(self, msg: Message) -> None:
         mtype = msg["type"]
         nick = msg["from"].resource
+        if mtype == "groupchat" and nick and nick != self.nick:
+            for handler in list(self._groupchat_handlers):
+                try:
+                    handler(nick, msg)
+                except Exception:
+                    log.exception("group chat handler failed")
+            return
         if mtype in ("groupchat", "error") or not nick:
             return  # room chatter, subjects, echoes; errors are never answered
+        self._deliver_private(nick, msg)
+
+    def _deliver_private(self, nick: str, msg: Message) -> None:
+        """A private message from ``nick`` to the handlers (room.direct reuses this)."""
         for handler in list(self._handlers):
             try:
                 if handler(nick, msg):

@@ -272,6 +272,10 @@ class TeleopNode(Node):
         if self.params.role == "follower":
             self.follower.safety.estop(reason, self._q)
         else:
+            if self._leader_estopped:
+                # latched already: our own True comes back on teleop/estop (we subscribe to
+                # it too); publishing again would loop and flood the reliable stream
+                return
             self._leader_estopped = reason
             self._pub_estop.publish(Bool(data=True))  # crosses to the follower (reliable)
         self.get_logger().warning(f"E-STOP: {reason}")

@@ -23,7 +23,6 @@ trip, clock, failovers, problems; per topic: rate, one-way latency p50/p99, age,
 from __future__ import annotations
 
 import asyncio
-import importlib
 import logging
 import math
 import os
@@ -59,8 +58,13 @@ from jitsi_teleop.links.ice import ice_summary
 from jitsi_teleop.links.p2p import P2PConfig, loopback_only
 from jitsi_teleop.loop_thread import LoopThread
 from jitsi_teleop.relay_faces import ipv4_loopback, remote_advertise
+from jitsi_teleop.room.account import AccountError, load_account
 from jitsi_teleop.room.config import RoomConfig
+from jitsi_teleop.ros import console_adapter
 from jitsi_teleop.ros.common import spin_node
+from jitsi_teleop.ros.distro import Endpoint, GraphHashCheck
+from jitsi_teleop.ros.type_hash import TypeHashError, type_hash
+from jitsi_teleop.ros.type_hash import message_class as _message_class
 from jitsi_teleop.session import PATH_P2P, ReceiveInfo, SessionConfig
 
 DEFAULT_TOPICS = "teleop_topics.yaml"
@@ -91,13 +95,19 @@ def default_config_path() -> str:
 
 def message_class(spec: TopicSpec) -> Any:
     """Import ``pkg/msg/Type``; a clear error naming the topic when it is not installed."""
-    pkg, _, name = spec.ros_type.split("/")
     try:
-        return getattr(importlib.import_module(f"{pkg}.msg"), name)
-    except (ImportError, AttributeError):
-        raise TransportError(
-            f"topic {spec.topic}: type {spec.ros_type} is not installed at this site"
-        ) from None
+        return _message_class(spec.ros_type)
+    except TypeHashError as e:
+        raise TransportError(f"topic {spec.topic}: {e}") from None
+
+
+def announced_hash(spec: TopicSpec, cls: Any) -> str:
+    """The RIHS01 hash the peer compares with its own: computed from the class, so start-up
+    never waits for the middleware to list our endpoints (and works on Humble)."""
+    try:
+        return type_hash(cls)
+    except TypeHashError as e:
+        raise TransportError(f"topic {spec.topic}: {e}") from None
 
 
 def publisher_qos(q: QosSpec) -> QoSProfile:
@@ -113,6 +123,11 @@ def publisher_qos(q: QosSpec) -> QoSProfile:
 
 
 class TransportNode(Node):
+    # Kilted's rclpy.shutdown() also destroys a node whose constructor raised (bad settings):
+    # destroy_node must work on a half-built node, so these exist before __init__ runs
+    _closing = False
+    _started = False  #: the session's asyncio task runs: close() has something to stop
+
     def __init__(self, **kwargs: Any) -> None:
         super().__init__("jitsi_teleop_transport", **kwargs)
         p = self._declare_params()
@@ -128,7 +143,13 @@ class TransportNode(Node):
         self._pubs: dict[str, Any] = {}
         outgoing = self._make_outgoing(topics.outgoing(self.role))
         incoming = self._make_incoming(topics.incoming(self.role))
+        try:  # the password from a file or the environment, never a parameter
+            account = load_account(p["jid"], p["password_file"])
+        except AccountError as e:
+            raise TransportError(str(e)) from None
         opts = RoomOptions(
+            account=account,
+            direct_peers=tuple(j.strip() for j in p["peer_jid"].split(",") if j.strip()),
             meeting_url=p["room"],
             websocket_url=p["websocket_url"],
             bosh_url=p["bosh_url"],
@@ -193,14 +214,20 @@ class TransportNode(Node):
             self._republish,
             dropdown=dropdown,
         )
+        try:  # the chat console and the event log (jitsi_teleop.console)
+            self.console = console_adapter.ConsoleAdapter(self, self.role, p["robot"])
+        except console_adapter.ConsoleSetupError as e:
+            self._loop.stop()
+            raise TransportError(str(e)) from None
         self._reported: set[str] = set()
         self._told: tuple[str | None, int] = (None, 0)  # (peer reported, path events reported)
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self._closing = False
         self._runner = self._loop.submit(self._run(p["diagnostics_period"]))
+        self._started = True
         # subscriptions last: nothing is handed to the bridge before it exists
         for i, o in enumerate(outgoing):
             self._subscribe(i, o)
+        self._start_hash_check(outgoing, incoming)
         self.get_logger().info(
             f"{self.role} in {self.room_jid} (key id {self.key_id}): "
             f"{len(outgoing)} topics out, {len(incoming)} in under {self.peer_prefix}"
@@ -236,6 +263,17 @@ class TransportNode(Node):
             "focus": ("", "focus component JID (empty: none, or config.js's)"),
             "password": ("", "room password (prefer $JITSI_TELEOP_ROOM_PASSWORD)"),
             "insecure": (False, "do not verify TLS certificates (test servers only)"),
+            "jid": ("", "log in with this XMPP account (user@domain) instead of anonymously"),
+            "peer_jid": (
+                "",
+                "no MUC: pair one-to-one with this account (user@domain; comma-separated for "
+                "several); needs jid; room_name is then the pairing name both sites share",
+            ),
+            "password_file": (
+                "",
+                "file holding the account's password (else $JITSI_TELEOP_XMPP_PASSWORD_FILE "
+                "or $JITSI_TELEOP_XMPP_PASSWORD; never the password itself as a parameter)",
+            ),
             "secret_file": ("", "pairing key file (jitsi-teleop keygen FILE)"),
             "loopback_only": (False, "ICE candidates on 127.0.0.1 only (one-machine tests)"),
             "impairment_relay": (
@@ -269,27 +307,12 @@ class TransportNode(Node):
             candidate_filter=ipv4_loopback, advertise=remote_advertise(relay_port, side)
         )
 
-    def _type_hash(self, topic: str, publisher: bool) -> str:
-        """The type hash of our own endpoint on ``topic`` (what ``ros2 topic info -v`` shows)."""
-        name = self.resolve_topic_name(topic)
-        get = (
-            self.get_publishers_info_by_topic if publisher else self.get_subscriptions_info_by_topic
-        )
-        for info in get(name):
-            if info.node_name == self.get_name() and info.node_namespace == self.get_namespace():
-                return str(info.topic_type_hash)
-        raise TransportError(f"topic {topic}: the middleware reports no type hash")
-
     def _make_outgoing(self, specs: Sequence[TopicSpec]) -> list[Outgoing]:
         out = []
         self._sub_specs: list[tuple[TopicSpec, Any]] = []
         for i, s in enumerate(specs):
             cls = message_class(s)
-            # a probe publisher on our own private name gives the local type hash without
-            # waiting for a subscription to be matched
-            probe = self.create_publisher(cls, f"~/type_probe_{i}", 1)
-            h = self._type_hash(f"~/type_probe_{i}", publisher=True)
-            self.destroy_publisher(probe)
+            h = announced_hash(s, cls)
             out.append(
                 Outgoing(s, h, stream_id=i + 1, local_topic=self.resolve_topic_name(s.topic))
             )
@@ -302,7 +325,7 @@ class TransportNode(Node):
             cls = message_class(s)
             topic = s.receive_topic(self.peer_prefix)
             pub = self.create_publisher(cls, topic, publisher_qos(s.qos))
-            h = self._type_hash(topic, publisher=True)
+            h = announced_hash(s, cls)
             key = "/" + s.remote
             self._pubs[key] = pub
             inc.append(Incoming(s, h, pub.topic_name))
@@ -319,6 +342,27 @@ class TransportNode(Node):
 
         self.create_subscription(cls, spec.topic, on_message, qos, raw=True)
 
+    def _start_hash_check(self, outgoing: Sequence[Outgoing], incoming: Sequence[Incoming]) -> None:
+        """Cross-check the announced hashes with what the middleware lists for our own
+        endpoints, whenever it lists them (Fast DDS at once, Cyclone DDS later, Humble without
+        hashes): a warning, never a reason not to start."""
+        endpoints = [Endpoint(o.local_topic, False, o.type_hash) for o in outgoing]
+        endpoints += [Endpoint(i.local_topic, True, i.type_hash) for i in incoming]
+        check = GraphHashCheck(endpoints, self.get_name(), self.get_namespace())
+
+        def poll() -> None:
+            for text in check.poll(
+                self.get_publishers_info_by_topic, self.get_subscriptions_info_by_topic
+            ):
+                self.get_logger().warning(text)
+            if check.done:
+                if check.unavailable:
+                    self.get_logger().info("no type hashes in this ROS graph: computed ones used")
+                self.destroy_timer(timer)
+
+        timer = self.create_timer(1.0, poll)
+        self._hash_check = check
+
     # ------------------------------------------------------------ asyncio side ---------
     def _republish(self, inc: Incoming, payload: bytes, info: ReceiveInfo) -> None:
         if self._closing or not self.context.ok():  # Ctrl-C: rclpy is already shut down
@@ -330,6 +374,7 @@ class TransportNode(Node):
         while not self._closing:
             try:
                 await self.bridge.connect()
+                self.console.attach(self.bridge)
                 break
             except Exception as e:
                 reason = getattr(e, "reason", None) or str(e) or type(e).__name__
@@ -339,6 +384,7 @@ class TransportNode(Node):
                 delay = min(delay * 2, 10.0)
         while not self._closing:
             status = self.bridge.status()
+            self.console.tick(status)
             self._report_problems(status)
             self._report_pairing(status)
             self._publish_diagnostics(status)
@@ -389,17 +435,20 @@ class TransportNode(Node):
         self._diag_pub.publish(arr)
 
     def close(self) -> None:
-        self._closing = True
+        already, self._closing = self._closing, True
+        if already or not self._started:
+            return
         try:
+            self._loop.run(self.console.aclose(), timeout=2)
             self._loop.run(self.bridge.close(), timeout=5)
         except Exception as e:  # shutting down anyway
             self.get_logger().warning(f"closing the session: {e}")
         self._runner.cancel()
         self._loop.stop()
+        self.console.close()  # the event log's file
 
     def destroy_node(self) -> None:
-        if not self._closing:
-            self.close()
+        self.close()
         super().destroy_node()
 
 

@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 # Tests and tools talk to loopback only; DDS discovery stays on this host.
 export ROS_AUTOMATIC_DISCOVERY_RANGE ?= LOCALHOST
 
-.PHONY: setup test test-jazzy test-kilted demo lint bench clean
+.PHONY: setup test test-jazzy test-kilted demo lint bench faults clean
 
 setup:
 	@bash scripts/setup-dev.sh
@@ -40,6 +40,11 @@ bench: setup
 	$(PY) bench/bench_teleop_stability.py
 	$(VENV)/bin/jitsi-teleop bench --json bench/results/fastpath.json
 	$(PY) bench/bench_ros_overhead.py --json bench/results/ros_overhead.json
+
+# The fault campaign (issue 18), part by part; so far: fuzzing, 10^6 inputs per parser target
+# (hours on two cores). Each part writes its section of bench/results/faults.json.
+faults: setup
+	$(PY) bench/faults.py fuzz --inputs 1000000
 
 clean:
 	rm -rf $(VENV) $(KILTED_VENV) build install log .pytest_cache demo-report

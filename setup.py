@@ -51,9 +51,15 @@ setup(
             "colcon-ros",
             "colcon-python-setup-py",
             "catkin-pkg",
+            # coverage-guided fuzzing of the parsers (bench/faults.py fuzz, test/test_fuzz.py);
+            # binary wheels exist for x86_64 only, elsewhere the random engine is used
+            "atheris>=2.3; platform_machine == 'x86_64'",
         ],
-        # baselines for `jitsi-teleop bench` (not needed to run anything else)
-        "bench": ["eclipse-zenoh>=1.0"],
+        # baselines for `jitsi-teleop bench` (not needed to run anything else); uvloop so
+        # the bench measures the loop the nodes use where it is installed
+        "bench": ["eclipse-zenoh>=1.0", "uvloop>=0.17; sys_platform != 'win32'", "py-spy>=0.3"],
+        # optional: the nodes' and the core's asyncio loops on uvloop (same code without it)
+        "speed": ["uvloop>=0.17; sys_platform != 'win32'"],
     },
     zip_safe=False,
     entry_points={

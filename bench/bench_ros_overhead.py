@@ -279,14 +279,19 @@ def _child_echo() -> None:
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import JointState
 
+    from jitsi_teleop.ros.common import make_executor
+
     rclpy.init()
     node = rclpy.create_node("bench_echo")
-    # the transport's QoS: best-effort depth-1 subscription, default (reliable, 10) publisher
+    # the transport's QoS: best-effort depth-10 subscription, default (reliable, 10) publisher
     pub = node.create_publisher(JointState, "/pong", 10)
-    sub_qos = QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT)
+    sub_qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.BEST_EFFORT)
     node.create_subscription(JointState, "/ping", pub.publish, sub_qos, raw=True)
+    executor = make_executor()  # the transport node's executor, so the residual compares
+    executor.add_node(node)
     try:
-        rclpy.spin(node)
+        while executor.context.ok():
+            executor.spin_once(timeout_sec=1.0)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
@@ -715,7 +720,9 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.child:
         if args.child[0] == "core":
-            asyncio.run(_child_core(args))
+            from jitsi_teleop.loop_thread import run as run_loop
+
+            run_loop(_child_core(args))  # the transport node's loop kind (uvloop if installed)
         else:
             _child_echo()
         return 0

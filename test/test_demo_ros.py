@@ -87,6 +87,7 @@ def test_demo_ros_runs_the_nodes_and_reports_tracking_and_force(tmp_path: Path) 
         assert part["end_to_end_messages"] > 100 and part["end_to_end_p50_ms"] > 0.0
     msg = s["messages"]
     assert msg["sent"] > 0 and 0 < msg["received"] <= msg["sent"]
+    assert_every_message_accounted(msg)
     # the fast path went through the relay: it forwarded and lost datagrams, and each
     # direction's one-way latency includes its delay
     relay = s["relay"]
@@ -123,3 +124,16 @@ def test_ros_refuses_what_it_cannot_do_in_one_line(
     assert cli.main(["demo", "--ros", *args]) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("jitsi-teleop demo:") and word in err and "\n" not in err
+
+
+def assert_every_message_accounted(msg: dict) -> None:
+    """Per topic and direction, what the publishers handed over is explained by the counters:
+    taken = received + lost + discarded + superseded + not_sent + errors, nothing unaccounted
+    (issue 14: the --ros demo once reported 351 messages that no counter explained)."""
+    rows = msg["by_topic"]
+    assert {k.split(": ")[0] for k in rows} == {"leader", "follower"}
+    for topic, r in rows.items():
+        parts = ("received", "lost", "discarded", "superseded", "not_sent", "errors")
+        assert r["unaccounted"] == 0, (topic, r)
+        assert r["taken"] == sum(r[k] for k in parts), (topic, r)
+    assert msg["accounted"]["taken"] >= msg["sent"]  # what was taken covers what went out

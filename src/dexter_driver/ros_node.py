@@ -101,6 +101,15 @@ class DexterDriverNode(Node):
             self.create_subscription(
                 JointState, "force_feedback", self._on_force, qos_profile_sensor_data
             )
+        # per stream, once: the published messages' fixed parts and the servo model
+        self._js = JointState()
+        self._js.header.frame_id = p.frame_id
+        self._js.name = [*p.joint_names, *p.servo_joint_names]
+        self._servo_zeros = [0.0] * len(p.servo_joint_names)
+        self._ws = WrenchStamped()
+        self._ws.header.frame_id = p.wrench_frame
+        self._stiffness = np.asarray(p.joint_stiffness, dtype=float)
+        self._damping = np.asarray(p.joint_damping, dtype=float)
         self._prev: tuple[float, np.ndarray] | None = None
         self._velocity = np.zeros(n)
         self._pending_target: tuple[float, ...] | None = None
@@ -296,18 +305,16 @@ class DexterDriverNode(Node):
         # The servo's torque: stiffness × tracking error, less its own velocity damping (which
         # shows up as tracking error in free motion and is no contact force).
         delta = np.asarray(status.delta[:n], dtype=float)
-        servo_torque = np.asarray(p.joint_stiffness) * delta
+        servo_torque = self._stiffness * delta
         if p.mode == "position":
-            servo_torque -= np.asarray(p.joint_damping) * self._velocity
+            servo_torque -= self._damping * self._velocity
         stamp = self.get_clock().now().to_msg()
-        js = JointState()
+        js = self._js  # built once (names, frame); each status fills in stamp and values
         js.header.stamp = stamp
-        js.header.frame_id = p.frame_id
         servos = (status.j6.position, status.j7.position)[: len(p.servo_joint_names)]
-        js.name = [*p.joint_names, *p.servo_joint_names]
         js.position = [*q.tolist(), *servos]
-        js.velocity = [*self._velocity.tolist(), *(0.0 for _ in servos)]
-        js.effort = [*servo_torque.tolist(), *(0.0 for _ in servos)]
+        js.velocity = [*self._velocity.tolist(), *self._servo_zeros]
+        js.effort = [*servo_torque.tolist(), *self._servo_zeros]
         self._pub_js.publish(js)
         if n == 5:
             self._pub_wrench.publish(self._wrench(q, -servo_torque, stamp))
@@ -318,9 +325,8 @@ class DexterDriverNode(Node):
         force = kinematics.tip_force_from_joint_torques(q, external_torque)
         if self.params.wrench_frame == "tool0":
             force = kinematics.forward(q)[:3, :3].T @ force
-        ws = WrenchStamped()
+        ws = self._ws
         ws.header.stamp = stamp
-        ws.header.frame_id = self.params.wrench_frame
         ws.wrench.force.x, ws.wrench.force.y, ws.wrench.force.z = map(float, force)
         return ws
 

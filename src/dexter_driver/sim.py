@@ -820,7 +820,8 @@ class DexterSim:
                 self.clear_external()
             elif op != "state":
                 raise ValueError(f"unknown op {op!r} (torque, wrench, wall, hand, clear, state)")
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError, OverflowError, RecursionError) as exc:
+            # OverflowError: an integer too large for float(); RecursionError: nested JSON
             return {"ok": False, "error": str(exc)}
         p = self.physics
         return {
@@ -859,7 +860,8 @@ def _parameter_name(token: str) -> str | None:
     if token in PARAMETERS:
         return token
     if token.lstrip("-").isdigit():
-        return _PARAMETER_BY_INDEX.get(int(token))
+        # atoi like the firmware: int() refuses what isdigit() lets through ('²', "--5")
+        return _PARAMETER_BY_INDEX.get(atoi(token))
     return None
 
 

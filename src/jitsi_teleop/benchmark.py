@@ -41,6 +41,8 @@ from pathlib import Path
 from typing import Any
 
 from jitsi_teleop.ipc import ParentLink
+from jitsi_teleop.loop_thread import loop_kind, new_event_loop
+from jitsi_teleop.loop_thread import run as run_loop
 from jitsi_teleop.relay import Impairment, UdpRelay
 
 PAYLOAD_SIZE = 276  # sensor_msgs/JointState with 6 joints, CDR
@@ -457,6 +459,50 @@ def _row(r: Result) -> str:
     )
 
 
+def _loop_name() -> str:
+    loop = new_event_loop()
+    try:
+        return loop_kind(loop)
+    finally:
+        loop.close()
+
+
+def goals(results: list[Result]) -> dict[str, Any]:
+    """Issue 14's goals for the used path (``p2p-dg``), per rate, from this run's rows: p50 at
+    most twice raw UDP's, p99 at most zenoh's."""
+    by = {(r.transport, r.rate_hz): r for r in results if not r.impaired and not r.skipped}
+    out: dict[str, Any] = {}
+    for rate in (500, 1000):
+        dg, udp, zen = by.get(("p2p-dg", rate)), by.get(("udp", rate)), by.get(("zenoh", rate))
+        g: dict[str, Any] = {}
+        if dg and udp and dg.latency_p50_ms and udp.latency_p50_ms:
+            g["p50_ratio_to_udp"] = dg.latency_p50_ms / udp.latency_p50_ms
+            g["p50_met"] = g["p50_ratio_to_udp"] <= 2.0
+        if dg and zen and dg.latency_p99_ms is not None and zen.latency_p99_ms is not None:
+            g["p99_ms"], g["zenoh_p99_ms"] = dg.latency_p99_ms, zen.latency_p99_ms
+            g["p99_met"] = dg.latency_p99_ms <= zen.latency_p99_ms
+        out[str(rate)] = g
+    return out
+
+
+def goal_lines(g: dict[str, Any]) -> list[str]:
+    lines = [f"goals (p2p-dg, event loop: {_loop_name()}):"]
+    for rate, v in g.items():
+        p50 = (
+            f"p50 {v['p50_ratio_to_udp']:.2f}x raw UDP ({'met' if v['p50_met'] else 'NOT met'})"
+            if "p50_met" in v
+            else "p50: no row"
+        )
+        p99 = (
+            f"p99 {v['p99_ms']:.2f} ms vs zenoh {v['zenoh_p99_ms']:.2f} "
+            f"({'met' if v['p99_met'] else 'NOT met'})"
+            if "p99_met" in v
+            else "p99: no zenoh row"
+        )
+        lines.append(f"  {rate} Hz: {p50}; {p99}")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="jitsi-teleop bench", description=__doc__.split("\n\n")[0])
     p.add_argument("--json", metavar="FILE", help="write the results as JSON")
@@ -480,7 +526,7 @@ def main(argv: list[str] | None = None) -> int:
         args.transport, args.role = args.child
         children = {"udp": _child_udp, "p2p": _child_p2p, "p2p-dg": _child_p2p}
         child = {**children, "zenoh": _child_zenoh}[args.transport]
-        asyncio.run(child(args))
+        run_loop(child(args))  # uvloop where installed: every transport's children alike
         return 0
     print(
         f"{PAYLOAD_SIZE}-byte latest-only stream, two processes on loopback; impaired rows go "
@@ -489,6 +535,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(_HEADER)
     results = asyncio.run(run_all(args.quick))
+    for line in goal_lines(goals(results)):
+        print(line)
     if args.json:
         doc = {
             "payload_bytes": PAYLOAD_SIZE,
@@ -496,6 +544,8 @@ def main(argv: list[str] | None = None) -> int:
             "cpus": os.cpu_count(),
             "python": sys.version.split()[0],
             "results": [asdict(r) for r in results],
+            "event_loop": _loop_name(),
+            "goals": goals(results),
         }
         Path(args.json).write_text(json.dumps(doc, indent=2) + "\n")
     return 0

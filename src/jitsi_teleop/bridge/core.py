@@ -42,9 +42,11 @@ class Outgoing:
     type_hash: str
     stream_id: int
     local_topic: str = ""  #: the resolved name of the subscription (diagnostics)
+    taken: int = 0  #: messages handed to :meth:`Bridge.send` (what the local publishers sent)
     sent: int = 0
     coalesced: int = 0  #: newer sample replaced a pending one (rate limit), latest streams
     not_sent: int = 0  #: the session had no path (not paired yet)
+    link_busy: int = 0  #: latest: the link's buffer was not empty, newest wins (seq used)
     backlog_dropped: int = 0
     errors: int = 0  #: refused by the session (too large, ...)
     last_sent: float = 0.0
@@ -197,6 +199,7 @@ class Bridge:
         if handed_ns is not None:
             self.handoff_us.append((time.perf_counter_ns() - handed_ns) / 1000)
         o = self.outgoing[index]
+        o.taken += 1
         try:
             self._send(o, data)
         except Exception as e:  # too large, link trouble: count, say so once, keep going
@@ -241,7 +244,7 @@ class Bridge:
         if self.session.publish(o.stream_id, data):
             o.sent += 1
         else:
-            o.not_sent += 1
+            o.link_busy += 1
 
     def _send_reliable(self, o: Outgoing, data: bytes) -> None:
         if o.backlog or self.session is None:
@@ -311,9 +314,11 @@ class Bridge:
                     "out",
                     o.spec.remote,
                     {
+                        "taken": o.taken,
                         "sent": o.sent,
                         "coalesced": o.coalesced,
                         "not_sent": o.not_sent,
+                        "link_busy": o.link_busy,
                         "backlog": len(o.backlog),
                         "backlog_dropped": o.backlog_dropped,
                         "errors": o.errors,

@@ -122,13 +122,13 @@ def load_topics(path: str | Path) -> TopicsConfig:
 def parse_topics(text: str, source: str = "<memory>") -> TopicsConfig:
     try:
         doc = yaml.safe_load(text)
-    except yaml.YAMLError as e:
+    except (yaml.YAMLError, RecursionError) as e:  # RecursionError: deeply nested YAML
         raise TopicConfigError(f"{source}: not valid YAML: {e}") from None
     if not isinstance(doc, Mapping) or not isinstance(doc.get("topics"), list):
         raise TopicConfigError(f"{source}: expected a mapping with a 'topics' list")
     unknown = set(doc) - {"topics"}
     if unknown:
-        raise TopicConfigError(f"{source}: unknown top-level keys {sorted(unknown)}")
+        raise TopicConfigError(f"{source}: unknown top-level keys {sorted(map(str, unknown))}")
     specs = [_topic(source, i, item) for i, item in enumerate(doc["topics"])]
     if not specs:
         raise TopicConfigError(f"{source}: the 'topics' list is empty")
@@ -142,7 +142,7 @@ def _topic(source: str, index: int, item: Any) -> TopicSpec:
         raise TopicConfigError(f"{where}: expected a mapping")
     unknown = set(item) - _TOPIC_KEYS
     if unknown:
-        raise TopicConfigError(f"{where}: unknown keys {sorted(unknown)}")
+        raise TopicConfigError(f"{where}: unknown keys {sorted(map(str, unknown))}")
     topic = item.get("topic")
     if not isinstance(topic, str) or not _NAME_RE.match(topic):
         raise TopicConfigError(f"{where}: 'topic' must be a ROS topic name, got {topic!r}")
@@ -194,7 +194,7 @@ def _qos(where: str, q: Any) -> QosSpec:
         raise TopicConfigError(f"{where}: 'qos' must be a mapping")
     unknown = set(q) - _QOS_KEYS
     if unknown:
-        raise TopicConfigError(f"{where}: unknown qos keys {sorted(unknown)}")
+        raise TopicConfigError(f"{where}: unknown qos keys {sorted(map(str, unknown))}")
     rel = q.get("reliability", "reliable")
     if rel not in RELIABILITIES:
         raise TopicConfigError(f"{where}: qos reliability must be one of {RELIABILITIES}")

@@ -206,6 +206,7 @@ def build_report(
             "(superseded by a newer sample, or stale)",
             "discarded_on_arrival": discarded,
             "by_site": {r: {"sent": sent[r], "received": streams[r]} for r in sites},
+            **accounting(sites),
         },
         "scenario": {
             "duration_s": scenario.duration_s,
@@ -222,6 +223,53 @@ def build_report(
     _plots(out, scenario, leader, follower, lat_f, lat_l, summary)
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     return summary
+
+
+def accounting(sites: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Every message the publishers handed to a transport, per topic and direction:
+    ``taken`` = ``received`` + ``lost`` (on the way) + ``discarded`` (on arrival: superseded
+    or stale) + ``superseded`` (before sending: the shaper's newest-wins, or the link's
+    buffer was busy) + ``not_sent`` (no path yet) + ``errors`` + ``unaccounted`` (what none of
+    the counters explains; 0 when the counts come from a clean cut)."""
+    rows: dict[str, dict[str, int]] = {}
+    total: dict[str, int] = {}
+    for role, site in sites.items():
+        peer = sites.get("follower" if role == "leader" else "leader", {})
+        received = peer.get("streams_by_remote") or peer.get("streams", {})
+        for topic, o in site.get("out", {}).items():
+            r = received.get(topic, {"received": 0, "lost": 0, "discarded": 0})
+            taken, sent = o.get("taken", 0), o.get("sent", 0)
+            # lost on the way: sent, neither delivered nor discarded on arrival (at a clean
+            # cut nothing is in flight); negative would mean more arrived than was sent
+            lost = sent - r["received"] - r["discarded"]
+            row = {
+                "taken": taken,
+                "received": r["received"],
+                "lost": max(0, lost),
+                "discarded": r["discarded"],
+                "superseded": o.get("coalesced", 0) + o.get("link_busy", 0),
+                "not_sent": o.get("not_sent", 0),
+                "errors": o.get("errors", 0),
+            }
+            explained = sum(v for k, v in row.items() if k != "taken")
+            row["unaccounted"] = taken - explained
+            # the receiver's own count of sequence gaps (includes frames discarded on arrival
+            # and the sender's newest-wins drops; summed over paths, so it double-counts
+            # around a path switch): shown, not used
+            row["gaps_seen"] = r["lost"]
+            rows[f"{role}: {topic}"] = row
+            for k, v in row.items():
+                total[k] = total.get(k, 0) + v
+    return {
+        "by_topic": rows,
+        "accounted": total,
+        "accounted_note": "taken (handed to the transport by the publishers) = received + "
+        "lost (on the way) + discarded (on arrival: superseded or stale) + superseded (before "
+        "sending: newest wins at the rate limit or while the link's buffer is busy) + not_sent "
+        "(no path yet) + errors + unaccounted; lost = sent - received - discarded, at a "
+        "clean cut (--ros: the publishers stop, then the transports report); gaps_seen: the "
+        "receiver's own sequence-gap count, for comparison",
+    }
 
 
 def _checks(s: dict[str, Any]) -> dict[str, bool]:
@@ -381,6 +429,15 @@ def format_summary(s: dict[str, Any], out: Path) -> str:
         f"messages: sent {msg['sent']}, received {msg['received']}, dropped {msg['dropped']} "
         f"({msg['discarded_on_arrival']} of them superseded or stale on arrival)",
     ]
+    acc = msg.get("accounted")
+    if acc:
+        lines.append(
+            f"accounted: {acc['taken']} taken by the transports = {acc['received']} received "
+            f"+ {acc['lost']} lost + {acc['discarded']} discarded on arrival + "
+            f"{acc['superseded']} superseded before sending + {acc['not_sent']} not sent "
+            f"(no path yet) + {acc['errors']} errors + {acc['unaccounted']} unaccounted "
+            "(per topic in summary.json)"
+        )
     pairing = _pairing_line(s)
     if pairing:
         lines.append(pairing)

@@ -104,6 +104,7 @@ class _Role:
         self.peer_energy = 0.0
         self.sent = 0  #: publish calls
         self.sent_out = 0  #: ... that went out at once (latest: the rest were newest-wins drops)
+        self.out: dict[int, list[int]] = {}  #: per stream id: [publish calls, went out]
         self.received: dict[str, int] = {}
         self.rejected = 0  #: received messages that could not be used
         self.rec = Recorder(self.columns)
@@ -112,8 +113,12 @@ class _Role:
 
     def publish(self, stream_id: int, payload: bytes) -> None:
         assert self.session is not None
+        went = bool(self.session.publish(stream_id, payload))
         self.sent += 1
-        self.sent_out += bool(self.session.publish(stream_id, payload))
+        self.sent_out += went
+        counts = self.out.setdefault(stream_id, [0, 0])
+        counts[0] += 1
+        counts[1] += went
 
     def on_receive(self, d: StreamDescriptor, payload: bytes, info: ReceiveInfo) -> None:
         now = time.monotonic()

@@ -133,6 +133,17 @@ def _stream_counts(session: Session) -> dict[str, dict[str, int]]:
     return out
 
 
+def _out_counts(session: Session, out: dict[int, list[int]]) -> dict[str, dict[str, int]]:
+    """Per sent topic, what became of the samples handed to the session (the in-process core
+    has no shaper and no ROS queue in front of it: nothing is superseded before the link)."""
+    res = {}
+    for sid, (taken, went) in out.items():
+        d = session.descriptors.get(sid)
+        if d is not None:
+            res[d.topic] = {"taken": taken, "sent": went, "link_busy": taken - went}
+    return res
+
+
 async def run_site(cfg: SiteConfig, link: ParentLink) -> None:
     scenario = build_scenario(cfg.duration_s)
     sim = DexterSim(SimConfig(port=0))
@@ -283,6 +294,7 @@ async def _report(
         "received": role.received,
         "rejected": role.rejected,
         "streams": _stream_counts(session),
+        "out": _out_counts(session, role.out),
         "rtt_ms": {k: (v / 1e3 if v is not None else None) for k, v in snap.rtt_us.items()},
         "failovers": snap.failovers,
         "pairing": {"timings": snap.timings, "refusals": snap.refusals},

@@ -609,7 +609,7 @@ class MucLink(Link):
             return
         try:
             obj = json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: deeply nested JSON
             self._stats.invalid += 1
             return
         if not isinstance(obj, dict):

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import re
 import secrets
 import ssl
@@ -180,9 +181,10 @@ class BoshSessionParams:
     ) -> BoshSessionParams:
         def num(key: str, default: float) -> float:
             try:
-                return float(attrs[key])
+                v = float(attrs[key])
             except (KeyError, ValueError):
                 return default
+            return v if math.isfinite(v) else default  # int() of inf/nan raises
 
         hold = int(num("hold", asked_hold))
         return cls(

@@ -77,6 +77,25 @@ class TeleopParams:
     diagnostics_period: float
 
 
+@dataclass
+class _Outputs:
+    """The messages the control loop publishes, built once per stream (names, frame); a
+    tick sets only the stamp and the values (publish copies them out at once)."""
+
+    command: JointState
+    force: JointState
+    feedback: WrenchStamped
+    energy: Float64
+
+    @classmethod
+    def make(cls, joint_names: Sequence[str]) -> _Outputs:
+        command, force, feedback = JointState(), JointState(), WrenchStamped()
+        command.name = list(joint_names)
+        force.name = list(joint_names)
+        feedback.header.frame_id = "base_link"
+        return cls(command, force, feedback, Float64())
+
+
 def _desc(text: str) -> ParameterDescriptor:
     return ParameterDescriptor(description=text, read_only=True)
 
@@ -139,6 +158,7 @@ class TeleopNode(Node):
             )
             self._pub_force = self.create_publisher(JointState, "force_feedback", 10)
             self._pub_estop = self.create_publisher(Bool, "teleop/estop", ESTOP_QOS)
+        self._out = _Outputs.make(p.joint_names)
         self.create_timer(1.0 / p.rate_hz, self._tick)
         self.create_timer(p.diagnostics_period, self._publish_diagnostics)
 
@@ -307,32 +327,32 @@ class TeleopNode(Node):
         self._timing.tick(time.monotonic())
         if self._q is None:
             return
-        now = self._now()
-        stamp = self.get_clock().now().to_msg()
+        t = self.get_clock().now()
+        now, stamp = t.nanoseconds * 1e-9, t.to_msg()
+        out = self._out  # the messages are made once; each tick fills in what changes
         if self.params.role == "follower":
             tick = self.follower.tick(now, self._q, self._servo_torque)
             if tick.command.state is not SafetyState.IDLE:
-                cmd = JointState()
-                cmd.header.stamp = stamp
-                cmd.name = list(self.params.joint_names)
-                cmd.position = [float(v) for v in tick.command.command]
-                self._pub_command.publish(cmd)
-            fb = WrenchStamped()
+                out.command.header.stamp = stamp
+                out.command.position = tick.command.command.tolist()
+                self._pub_command.publish(out.command)
+            fb = out.feedback
             fb.header.stamp = stamp
-            fb.header.frame_id = "base_link"
-            fb.wrench.force.x, fb.wrench.force.y, fb.wrench.force.z = tick.feedback.force
+            fb.wrench.force.x, fb.wrench.force.y, fb.wrench.force.z = map(
+                float, tick.feedback.force
+            )
             self._pub_feedback.publish(fb)
-            self._pub_energy.publish(Float64(data=float(tick.feedback.e_in)))
+            out.energy.data = float(tick.feedback.e_in)
+            self._pub_energy.publish(out.energy)
         else:
             tick = self.leader.tick(now, self._q)
             self._damping = tick.damping
             torque = np.zeros(len(self._q)) if self._leader_estopped else tick.torque
-            ff = JointState()
-            ff.header.stamp = stamp
-            ff.name = list(self.params.joint_names)
-            ff.effort = [float(v) for v in torque]
-            self._pub_force.publish(ff)
-            self._pub_energy.publish(Float64(data=float(tick.state.e_in)))
+            out.force.header.stamp = stamp
+            out.force.effort = np.asarray(torque, dtype=float).tolist()
+            self._pub_force.publish(out.force)
+            out.energy.data = float(tick.state.e_in)
+            self._pub_energy.publish(out.energy)
 
     # -- diagnostics -----------------------------------------------------------------------
     def diagnostic_status(self) -> DiagnosticStatus:

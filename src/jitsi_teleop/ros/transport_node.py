@@ -68,9 +68,10 @@ from jitsi_teleop.ros.type_hash import message_class as _message_class
 from jitsi_teleop.session import PATH_P2P, ReceiveInfo, SessionConfig
 
 DEFAULT_TOPICS = "teleop_topics.yaml"
-#: What a raw subscription asks for: best effort matches any publisher; latest streams
-#: keep one sample, reliable ones keep everything until the bridge has it.
-_SUB_LATEST = QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT)
+#: What a raw subscription asks for: best effort matches any publisher; latest streams keep
+#: a few samples, so that the bridge's shaper (not the DDS queue, where it goes uncounted)
+#: picks the newest and counts what it supersedes; reliable ones keep everything.
+_SUB_LATEST = QoSProfile(depth=10, reliability=ReliabilityPolicy.BEST_EFFORT)
 _SUB_RELIABLE = QoSProfile(
     history=HistoryPolicy.KEEP_ALL, reliability=ReliabilityPolicy.RELIABLE, depth=1000
 )
@@ -223,6 +224,9 @@ class TransportNode(Node):
         self._told: tuple[str | None, int] = (None, 0)  # (peer reported, path events reported)
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._runner = self._loop.submit(self._run(p["diagnostics_period"]))
+        # every topic's messages cross to the asyncio thread through one batching hand-off
+        send = self.bridge.send
+        self._handoff = self._loop.handoff(lambda item: send(*item))
         self._started = True
         # subscriptions last: nothing is handed to the bridge before it exists
         for i, o in enumerate(outgoing):
@@ -334,11 +338,10 @@ class TransportNode(Node):
     def _subscribe(self, index: int, o: Outgoing) -> None:
         spec, cls = self._sub_specs[index]
         qos = _SUB_RELIABLE if spec.delivery == "reliable" else _SUB_LATEST
-        call_soon = self._loop.loop.call_soon_threadsafe
-        send = self.bridge.send
+        put = self._handoff.put
 
         def on_message(data: bytes) -> None:
-            call_soon(send, index, data, perf_counter_ns())
+            put((index, data, perf_counter_ns()))
 
         self.create_subscription(cls, spec.topic, on_message, qos, raw=True)
 

@@ -1,0 +1,66 @@
+"""CI's short fuzz campaign: every parser target of bench/fuzz_targets.py for a few seconds.
+
+Runs ``bench/faults.py fuzz --quick`` (atheris when installed, else the random engine), each
+target in its own subprocess as the campaign does, and fails on any finding: an undocumented
+exception, a hang past the per-input limit, or memory past the limit. The crashing input is
+kept under the test's temporary directory and named in the failure message.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "bench"))
+import fuzz_targets  # noqa: E402
+
+SECONDS = 2
+
+
+def test_every_target_has_seeds_its_parser_accepts_or_refuses() -> None:
+    """The seeds run clean: a target that fails on its own seeds would hide real findings."""
+    for t in fuzz_targets.TARGETS.values():
+        for seed in t.seeds():
+            t.fn(seed)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(60 * len(fuzz_targets.TARGETS))
+def test_short_fuzz_campaign_finds_nothing(tmp_path: Path) -> None:
+    out = tmp_path / "faults.json"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "bench" / "faults.py"),
+            "fuzz",
+            "--seconds",
+            str(SECONDS),
+            "--timeout",
+            "20",
+            "--corpus",
+            str(tmp_path / "corpus"),
+            "--artifacts",
+            str(tmp_path / "artifacts"),
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    doc = json.loads(out.read_text())["fuzz"]
+    ran = {t["name"]: t for t in doc["targets"]}
+    assert set(ran) == set(fuzz_targets.TARGETS), proc.stdout
+    findings = [
+        f"{t['name']}: {f['kind']} {f['error']} ({f['artifact']})"
+        for t in doc["targets"]
+        for f in t["findings"]
+    ]
+    assert not findings, "\n".join(findings) + "\n" + proc.stdout[-3000:]
+    assert all(t["inputs"] > 0 for t in doc["targets"]), proc.stdout
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

@@ -62,6 +62,26 @@ if ! command -v prosody >/dev/null 2>&1 && [ ! -x /usr/bin/prosody ]; then
   [ "$created_policy" = 1 ] && as_root rm -f /usr/sbin/policy-rc.d
 fi
 
+# --- netlab (issue 11): the simulated internet of the NAT-matrix tests, `jitsi-teleop bench
+# --nat` and `demo --network`. iproute2 for namespaces and veth, iptables (NAT, the NFQUEUE
+# delay, statistic loss), conntrack (NAT reboots), coturn (the TURN relay; its service is kept
+# from starting: the harness runs its own inside a namespace), libnetfilter-queue-dev and a
+# compiler to build `netfilterqueue` from PyPI. Root only: without root the tests skip.
+if [ "$(id -u)" = 0 ] && { ! command -v iptables >/dev/null || ! command -v conntrack >/dev/null ||
+    ! command -v turnserver >/dev/null || ! command -v ip >/dev/null || ! command -v ss >/dev/null ||
+    [ ! -e /usr/include/libnetfilter_queue/libnetfilter_queue.h ] || ! command -v gcc >/dev/null; }; then
+  echo "setup-dev: installing netlab packages (iptables, conntrack, coturn, libnetfilter-queue-dev)"
+  created_policy=0
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
+    created_policy=1
+  fi
+  DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+    iproute2 iptables conntrack coturn libnetfilter-queue-dev gcc libc6-dev >/dev/null
+  [ "$created_policy" = 1 ] && rm -f /usr/sbin/policy-rc.d
+fi
+
 if [ ! -x "$VENV/bin/python" ]; then
   echo "setup-dev: creating $VENV"
   "$PYTHON" -m venv "$VENV"
@@ -75,6 +95,12 @@ if [ ! -e "$stamp" ]; then
   "$VENV/bin/python" -c "import jitsi_teleop, dexter_driver, rclpy, aiortc, slixmpp" 
   rm -f "$VENV"/.installed-*
   touch "$stamp"
+fi
+# netlab: the NFQUEUE delay program's binding, where its C library is installed
+if [ -e /usr/include/libnetfilter_queue/libnetfilter_queue.h ] &&
+    ! "$VENV/bin/python" -c "import netfilterqueue" 2>/dev/null; then
+  echo "setup-dev: installing netfilterqueue (netlab delay/jitter)"
+  "$VENV/bin/python" -m pip install -q "netfilterqueue==1.1.0" 2>&1 | grep -v "^WARNING: Location" || true
 fi
 
 # --- distros (issue 12): a second venv with the ROS 2 Kilted wheels, so that `make test` runs the

@@ -156,3 +156,33 @@ async def test_cut_moves_to_the_room_within_the_bound_and_back():
             20,
             "frames over the fast path again",
         )
+
+
+async def test_nat_that_remaps_mid_session_recovers_the_fast_path():
+    """NAT B (symmetric) forgets its UDP mappings mid-session (conntrack entries deleted): site
+    B's next datagrams leave from new public ports. The fast path must come back (directly, or via
+    the room and a rebuilt link), never hang on the old mapping."""
+    cfg = LabConfig("full-cone", "symmetric")
+    async with Lab(cfg) as lab:
+        result = await lab.pair(fast_timeout=FAST_TIMEOUT)
+        assert result.fast_s is not None
+        ls, fs = await lab.until(
+            lambda ls, fs: fs["received"].get("p2p", 0) > 50 and pair_path(ls, fs) == "direct",
+            20,
+            "a direct fast path carrying frames",
+        )
+        before = ls["pair"]["remote"]
+        await asyncio.to_thread(lab.net.flush_conntrack, "b", "udp")
+        mark = fs["received"].get("p2p", 0)
+        ls, fs = await lab.until(
+            lambda ls, fs: (
+                ls["path"] == "p2p"
+                and fs["path"] == "p2p"
+                and fs["received"].get("p2p", 0) > mark + 200
+                and ls["pair"] is not None
+                and ls["pair"]["remote"] != before
+            ),
+            45,
+            "frames over a fast path that follows site B's new public port",
+        )
+        assert pair_path(ls, fs) == "direct"

@@ -507,10 +507,21 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="jitsi-teleop bench", description=__doc__.split("\n\n")[0])
     p.add_argument("--json", metavar="FILE", help="write the results as JSON")
     p.add_argument("--quick", action="store_true", help="2 s per row instead of 5 s")
+    p.add_argument(
+        "--nat",
+        action="store_true",
+        help="the rows across simulated NATs instead (root; jitsi_teleop.netlab.bench)",
+    )
+    p.add_argument("--runs", type=int, default=None, help="with --nat: pairings per NAT case")
     p.add_argument("--child", nargs=2, metavar=("TRANSPORT", "ROLE"), help=argparse.SUPPRESS)
     p.add_argument("--rate", type=int, default=500, help=argparse.SUPPRESS)
     p.add_argument("--duration", type=float, default=5.0, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.nat:
+        from jitsi_teleop.netlab.bench import main as nat_main
+
+        extra = (["--json", args.json] if args.json else []) + (["--quick"] if args.quick else [])
+        return nat_main(extra + (["--runs", str(args.runs)] if args.runs else []))
     if args.child:
         args.transport, args.role = args.child
         children = {"udp": _child_udp, "p2p": _child_p2p, "p2p-dg": _child_p2p}

@@ -242,6 +242,14 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
         "report; --delay/--jitter/--loss act on the transports' fast path. Not with --room",
     )
     p.add_argument(
+        "--network",
+        metavar="NAT",
+        help="run the two sites behind simulated NATs in network namespaces (root): "
+        "cone, full-cone, port-restricted or symmetric for both, A/B per site (e.g. "
+        "cone/symmetric), or blocked (no direct UDP: TURN only); --delay/--jitter/--loss "
+        "then act on the simulated internet's router",
+    )
+    p.add_argument(
         "--lan",
         action="store_true",
         help="no server: the sites find each other over multicast DNS on loopback and pair "
@@ -267,6 +275,7 @@ def _run_demo(args: argparse.Namespace) -> int:
         status=not args.no_status,
         insecure=args.insecure,
         ros=args.ros,
+        network=args.network,
         lan=args.lan,
     )
     return run_demo(opts)

@@ -415,7 +415,8 @@ def format_summary(s: dict[str, Any], out: Path) -> str:
     tr, c, lat, msg = s["tracking"], s["contact"], s["latency"], s["messages"]
     cpu = s.get("cpu", {})
     lines = [
-        f"path: {s['path']}   duration {s['scenario']['duration_s']:g} s",
+        f"path: {s['path']}   duration {s['scenario']['duration_s']:g} s"
+        + (f"   route: {s['route'].get('follower')}" if s.get("route") else ""),
         f"tracking error (tool tip, outside contact): RMS {_fmt(tr['rms_mm'])} mm, "
         f"max {_fmt(tr['max_mm'])} mm (bound {tr['bound_rms_mm']:g} mm RMS; "
         f"follower {_fmt(tr['best_lag_ms'], '.0f')} ms behind: RMS {_fmt(tr['rms_mm_at_best_lag'])}"

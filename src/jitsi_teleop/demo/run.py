@@ -72,6 +72,9 @@ class DemoOptions:
     insecure: bool = False  #: with --room: do not verify TLS (self-signed test deployments)
     #: run each site as the ROS 2 nodes teleop.launch.py starts (:mod:`.ros_run`), not the core
     ros: bool = False
+    #: run across simulated NATs (:mod:`jitsi_teleop.netlab`): "KIND" for both sites,
+    #: "KIND/KIND" per site, or "blocked" (cone NATs, direct UDP dropped: TURN only)
+    network: str | None = None
     #: no server: the sites find each other over multicast DNS on loopback (XEP-0174)
     lan: bool = False
 
@@ -90,10 +93,37 @@ class DemoOptions:
             raise DemoError("need 0 < send rate <= control rate")
         if self.ros and self.room_url is not None:
             raise DemoError("--room is not available with --ros (a private Prosody only)")
+        if self.network is not None:
+            if self.ros or self.room_url is not None:
+                raise DemoError("--network works with the default demo only (not --ros/--room)")
+            try:
+                network_cases(self.network)
+            except ValueError as exc:
+                raise DemoError(f"--network: {exc}") from None
+            from jitsi_teleop.netlab.lab import unavailable
+
+            why = unavailable(need_delay=self.impaired)
+            if why:
+                raise DemoError(f"--network needs root and the netlab tools: {why}")
+        if self.lan and self.network is not None:
+            raise DemoError("--lan and --network do not go together")
         if self.lan and (self.room_url is not None or self.ros):
             raise DemoError("--lan runs without a server: not with --room or --ros")
         if self.room_url is None and not self.lan and not prosody_available():
             raise DemoError(f"prosody not found ({PROSODY}): {INSTALL_HINT}")
+
+
+def network_cases(spec: str) -> tuple[str, str, bool]:
+    """``--network`` text -> (NAT kind at A, NAT kind at B, direct UDP blocked)."""
+    from jitsi_teleop.netlab.internet import nat_kind
+
+    if spec == "blocked":
+        return "port-restricted", "port-restricted", True
+    kinds = spec.split("/")
+    if len(kinds) not in (1, 2):
+        raise ValueError(f"{spec!r}: use KIND, KIND/KIND or blocked")
+    a, b = nat_kind(kinds[0]), nat_kind(kinds[-1])
+    return a, b, False
 
 
 def run_demo(options: DemoOptions) -> int:
@@ -163,18 +193,25 @@ async def _run(opts: DemoOptions) -> dict[str, Any]:
     except Exception as exc:
         raise DemoError(f"cannot find the ROS message types (is rclpy installed?): {exc}") from None
     srv: ProsodyServer | None = None
+    net: Any = None  #: jitsi_teleop.netlab.internet.Internet with --network
+    servers: Any = None
     relay: UdpRelay | None = None
     faces: FaceServer | None = None
     children: list[ChildProcess] = []
     try:
-        if opts.room_url is None and not opts.lan:
+        if opts.network is not None:
+            net, servers = await asyncio.to_thread(_start_network, opts)
+            srv = servers.prosody
+        elif opts.room_url is None and not opts.lan:
             srv = ProsodyServer()
             try:
                 await asyncio.to_thread(srv.start)
             except Exception as exc:
                 raise DemoError(f"the local Prosody did not start: {exc}") from None
         room = await _room_settings(opts, srv)
-        if opts.impaired:
+        if net is not None:
+            room = servers.room_settings(room["room"])
+        if opts.impaired and net is None:
             relay, faces = await start_relay(opts)
         secret = Secret(secrets.token_bytes(32))
         where = "a private Prosody (loopback)" if srv else opts.room_url
@@ -182,7 +219,7 @@ async def _run(opts: DemoOptions) -> dict[str, Any]:
             where = "the LAN with no server (XEP-0174, multicast DNS on loopback)"
         print(
             f"jitsi-teleop demo: room {room.get('room') or 'lan:' + room['name']!r} on "
-            f"{where}; "
+            f"{_server_text(opts, srv) if opts.network else where}; "
             f"{_data_path_text(opts)}; "
             f"{opts.duration_s:g} s",
             flush=True,
@@ -205,15 +242,28 @@ async def _run(opts: DemoOptions) -> dict[str, Any]:
                 send_every=max(1, round(opts.control_hz / opts.send_hz)),
                 relay_port=faces.port if faces else None,
                 relay_side=side,
+                network=net is not None,
                 lan=opts.lan,
             )
-            child = await ChildProcess.spawn(role, "-m", "jitsi_teleop.demo.site")
+            if net is None:
+                child = await ChildProcess.spawn(role, "-m", "jitsi_teleop.demo.site")
+            else:  # the site's process inside its namespace, behind its NAT
+                proc = await asyncio.create_subprocess_exec(
+                    *net.host(side).argv([sys.executable, "-m", "jitsi_teleop.demo.site"]),
+                    stdin=asyncio.subprocess.PIPE,
+                    stdout=asyncio.subprocess.PIPE,
+                    stderr=asyncio.subprocess.PIPE,
+                )
+                child = ChildProcess(role, proc)
             child.tell(config=asdict(cfg))
             children.append(child)
         sites = await _drive(opts, children)
         extra = _cpu_figures(sites, cpu0, wall0, srv)
         if relay is not None:
             extra["relay"] = asdict(relay.stats)
+        if net is not None:
+            extra["network"] = net.describe()
+            extra["route"] = {role: sites[role].get("route") for role in sites}
         summary = _report(out, scenario, sites, opts, extra)
     except SiteFailed as exc:
         tail = f" (prosody log: {srv.tail(3)!r})" if srv and "Room" in str(exc) else ""
@@ -225,9 +275,41 @@ async def _run(opts: DemoOptions) -> dict[str, Any]:
             faces.close()
         if relay is not None:
             relay.close()
-        if srv is not None:
+        if servers is not None:
+            await asyncio.to_thread(servers.stop)
+        elif srv is not None:
             srv.cleanup()
+        if net is not None:
+            await asyncio.to_thread(net.down)
     return summary
+
+
+def _start_network(opts: DemoOptions) -> tuple[Any, Any]:
+    """The simulated internet of ``--network``: NATs, router (with the impairment), servers."""
+    from jitsi_teleop.netlab.internet import Impairment as NetImpairment
+    from jitsi_teleop.netlab.internet import Internet
+    from jitsi_teleop.netlab.servers import Servers
+
+    assert opts.network is not None
+    a, b, blocked = network_cases(opts.network)
+    net = Internet(a, b).up()
+    try:
+        servers = Servers(net.server).start()
+        net.block_direct_udp(blocked)
+        if opts.impaired:
+            net.impair(NetImpairment(opts.delay_ms, opts.jitter_ms, opts.loss_pct / 100))
+    except BaseException:
+        net.down()
+        raise
+    return net, servers
+
+
+def _server_text(opts: DemoOptions, srv: ProsodyServer | None) -> str:
+    if opts.network is not None:
+        a, b, blocked = network_cases(opts.network)
+        how = ", direct UDP blocked" if blocked else ""
+        return f"sites behind {a} / {b} NATs{how}, Prosody + coturn on 198.18.0.2"
+    return "a private Prosody (loopback)" if srv else str(opts.room_url)
 
 
 async def start_relay(opts: DemoOptions) -> tuple[UdpRelay, FaceServer]:
@@ -246,6 +328,9 @@ async def start_relay(opts: DemoOptions) -> tuple[UdpRelay, FaceServer]:
 
 
 def _data_path_text(opts: DemoOptions) -> str:
+    if opts.network is not None:
+        imp = f"; router {opts.delay_ms:g} ± {opts.jitter_ms:g} ms, {opts.loss_pct:g} % loss"
+        return "ICE across the NATs" + (imp if opts.impaired else "")
     if not opts.impaired:
         return "direct data channel"
     return f"relay {opts.delay_ms:g} ± {opts.jitter_ms:g} ms, {opts.loss_pct:g} % loss each way"

@@ -27,6 +27,7 @@ from dexter_driver.sim import DexterSim, SimConfig
 from jitsi_teleop.carriers.lan import make_room, session_carrier
 from jitsi_teleop.linklocal.carrier import LanConfig, LanRoom
 from jitsi_teleop.links.p2p import P2PConfig
+from jitsi_teleop.netlab.paths import route_of
 from jitsi_teleop.pairing import Secret
 from jitsi_teleop.relay_faces import ipv4_loopback, remote_advertise
 from jitsi_teleop.room.config import RoomConfig
@@ -65,10 +66,15 @@ class SiteConfig:
     relay_port: int | None = None  #: the parent's relay face server, when impaired
     relay_side: str = "a"
     p2p_wait_s: float = 30.0
+    #: running inside a site namespace of jitsi_teleop.netlab (``demo --network``): gather on
+    #: the namespace's interfaces and take STUN/TURN from the room, as on the internet
+    network: bool = False
     lan: bool = False  #: ``room`` holds LanConfig fields: no server, XEP-0174 on the LAN
 
 
 def _session_config(cfg: SiteConfig) -> SessionConfig:
+    if cfg.network:
+        return SessionConfig(p2p=P2PConfig(), discover_ice_servers=True)
     advertise = None
     if cfg.relay_port is not None:
         advertise = remote_advertise(cfg.relay_port, cfg.relay_side)
@@ -244,6 +250,7 @@ async def _status_loop(role: LeaderRole | FollowerRole, session: Session, link: 
                 "t": now - role.t0,
                 "phase": role.scenario.phase_at(now - role.t0),
                 "path": session.path,
+                "route": route_of(session),
                 "rx_hz": rate,
                 "latency_ms": sorted(recent)[len(recent) // 2] if recent else None,
                 "age_ms": min(ages) / 1e3 if ages else None,
@@ -281,6 +288,7 @@ async def _report(
     done: dict[str, Any] = {
         **meta,
         "path": session.path,
+        "route": route_of(session),
         "sent": role.sent,
         "sent_out": role.sent_out,
         "received": role.received,

@@ -48,7 +48,8 @@ class LiveStatus:
         t = lead.get("t", fol.get("t", 0.0))
         return [
             f"t {_f(t, '5.1f')} / {self.duration_s:.0f} s   phase {lead.get('phase', '–'):8}"
-            f"  path leader {lead.get('path', '–')} / follower {fol.get('path', '–')}",
+            f"  path leader {lead.get('path', '–')} / follower {fol.get('path', '–')}"
+            + (f"  ({fol['route']})" if fol.get("route", "-") != "-" else ""),
             f"  leader→follower {_f(fol.get('rx_hz'), '5.0f', ' msg/s')}"
             f"  latency {_f(fol.get('latency_ms'), '5.1f', ' ms')}"
             f"  age {_f(fol.get('age_ms'), '5.1f', ' ms')}",

@@ -35,6 +35,7 @@ from ..room.room import Room
 from ..session import PATH_P2P, Session, SessionConfig
 from ..teleop.safety import SafetyConfig, SafetyFilter, SafetyState
 from ..wire import StreamDescriptor
+from .paths import selected_pair
 
 log = logging.getLogger(__name__)
 
@@ -70,48 +71,6 @@ class AgentConfig:
 def leader_pose(t: float) -> tuple[float, ...]:
     """A slow sine on every joint, well inside the HDI limits."""
     return tuple(0.2 * math.sin(0.5 * t + i) for i in range(5))
-
-
-def selected_pair(session: Session) -> dict[str, Any] | None:
-    """The nominated ICE pair of the session's data channel: candidate types and addresses.
-
-    Uses the link's own report when it has one (``selected_pair()``), else reads aioice's
-    nominated pair. Remote candidate types signalled as bare addresses show as "host" there;
-    callers that know the TURN server classify by address too (:func:`path_kind`).
-    """
-    link = getattr(session, "_p2p", None)
-    if link is None:
-        return None
-    report = getattr(link, "selected_pair", None)
-    if callable(report):
-        with contextlib.suppress(Exception):
-            got = report()
-            if got is not None:
-                return got if isinstance(got, dict) else dict(vars(got))
-    ice = getattr(link, "_ice", None)
-    conn = getattr(ice, "_connection", None)
-    nominated = getattr(conn, "_nominated", None) or {}
-    pair = nominated.get(1)
-    if pair is None:
-        return None
-    lc, rc = pair.local_candidate, pair.remote_candidate
-    return {
-        "local_type": lc.type,
-        "local": f"{lc.host}:{lc.port}",
-        "remote_type": rc.type,
-        "remote": f"{rc.host}:{rc.port}",
-    }
-
-
-def path_kind(pair: dict[str, Any] | None, turn_host: str) -> str:
-    """ "relay" when either end is a TURN allocation, "direct" otherwise, "none" without a pair."""
-    if not pair:
-        return "none"
-    if pair.get("local_type") == "relay" or pair.get("remote_type") == "relay":
-        return "relay"
-    if str(pair.get("remote", "")).rsplit(":", 1)[0] == turn_host:
-        return "relay"
-    return "direct"
 
 
 class Agent:
@@ -263,6 +222,7 @@ class Agent:
                 "max_accepted_age_s": self.max_accepted_age,
             },
             "problems": snap.problems,
+            "ice": getattr(snap, "ice", None),
         }
 
     async def _serve(self) -> None:

@@ -33,6 +33,7 @@ packet the router forwards, from an NFQUEUE program: :mod:`jitsi_teleop.netlab.d
 from __future__ import annotations
 
 import contextlib
+import itertools
 import subprocess
 import sys
 import time
@@ -45,6 +46,7 @@ NAT_KINDS = ("full-cone", "port-restricted", "symmetric")
 _ALIASES = {"cone": "port-restricted", "restricted": "port-restricted", "full": "full-cone"}
 
 SERVER_IP = "198.18.0.2"
+_instances = itertools.count(1)
 ROUTER_IP = "198.18.0.1"
 
 
@@ -104,10 +106,12 @@ class Internet:
     def __post_init__(self) -> None:
         self.nat_a = nat_kind(self.nat_a)
         self.nat_b = nat_kind(self.nat_b)
+        if not self.tag:  # two internets of one process never share a namespace name
+            self.tag = f"i{next(_instances)}"
 
     # --- build ---------------------------------------------------------------------------
     def _ns(self, role: str) -> Netns:
-        ns = Netns(f"{self.tag}{role}" if self.tag else role).create()
+        ns = Netns(f"{self.tag}{role}").create()
         self._spaces.append(ns)
         return ns
 
@@ -211,9 +215,14 @@ class Internet:
         """Take a site's uplink down (room and fast path both)."""
         self._router().link_up(self.sites[side].router_if, not on)
 
-    def flush_conntrack(self, side: str) -> None:
-        """Forget a NAT's mappings (a NAT reboot: the site's public ports change)."""
-        self.sites[side].nat.run("conntrack", "-F", check=False)
+    def flush_conntrack(self, side: str, proto: str | None = None) -> None:
+        """Forget a NAT's mappings: all of them (a NAT reboot: the room's TCP connection dies
+        too), or one protocol's (``"udp"``: the fast path's public ports change)."""
+        nat = self.sites[side].nat
+        if proto is None:
+            nat.run("conntrack", "-F", check=False)
+        else:
+            nat.run("conntrack", "-D", "-p", proto, check=False)
 
     def impair(self, imp: Impairment | None) -> None:
         """Set one-way delay/jitter (per packet, both directions) and loss on the router;

@@ -171,7 +171,7 @@ def _join_to_fast(*sites: SiteProc) -> float:
 def pair_path(leader: dict[str, Any], follower: dict[str, Any]) -> str:
     """The path both sites' stats show: "relay" if either end's pair goes through TURN,
     "direct" if both have a direct pair, "none" when either has no fast path."""
-    from .agent import path_kind
+    from .paths import path_kind
 
     if leader.get("path") != "p2p" or follower.get("path") != "p2p":
         return "none"

@@ -235,6 +235,9 @@ def test_the_transport_bridge_carries_topics_over_a_lan_room(lan4):
     topics = load_topics(Path(__file__).resolve().parent.parent / "config" / "teleop_topics.yaml")
     key = Secret(bytes(range(32)))
     h, a = lan4.hosts, lan4.addresses
+    # each site keeps sending until both have everything: a site whose peer's topics all
+    # arrived with the handshake (before wait_paired returns) must still send its own
+    done = {"leader": threading.Event(), "follower": threading.Event()}
 
     def bridge_site(role: str, addr: str):
         async def main():
@@ -252,17 +255,19 @@ def test_the_transport_bridge_carries_topics_over_a_lan_room(lan4):
                 assert b.session is not None
                 await b.session.wait_paired(60)
                 deadline = time.monotonic() + 30
-                while time.monotonic() < deadline and len(got) < len(incoming):
+                while time.monotonic() < deadline and not all(e.is_set() for e in done.values()):
                     for i in range(len(outgoing)):
                         b.send(i, bytes(64))
                     await asyncio.sleep(0.05)
+                    if len(got) == len(incoming):
+                        done[role].set()
                 st = b.status()
                 ss = b.session.stats()
                 return {
                     "got": got,
                     "room": b.room.room_jid,
                     "connected": st.room_connected,
-                    "why": (ss.path, ss.problems, ss.counters, b.room.diagnostics()),
+                    "why": (ss.path, ss.problems, ss.counters, ss.ice, ss.timings),
                 }
             finally:
                 await b.close()
@@ -274,4 +279,4 @@ def test_the_transport_bridge_carries_topics_over_a_lan_room(lan4):
     lr, fr = lead.result(120), foll.result(120)
     assert lr["room"] == "lan:bridged" and lr["connected"] and fr["connected"]
     assert set(fr["got"]) == {t.remote for t in topics.outgoing("leader")}, (fr["why"], lr["why"])
-    assert set(lr["got"]) == {t.remote for t in topics.outgoing("follower")}
+    assert set(lr["got"]) == {t.remote for t in topics.outgoing("follower")}, (lr["why"], fr["why"])

@@ -46,6 +46,7 @@ from ..room.occupants import (
     TeleopInfo,
 )
 from ..room.stanzas import NS_DISCO_INFO, NS_PING, NS_TELEOP, register_stanzas
+from ..room.unclaimed import UnclaimedSignals
 from .dnssd import DirectoryConfig, LanDirectory, LanPeer
 from .stream import NS_CLIENT, StreamError, StreamLimits, XmlStream, accept, connect
 from .txt import LanPresence, check_instance, check_lan_room
@@ -54,8 +55,6 @@ log = logging.getLogger(__name__)
 
 LAN_PREFIX = "lan:"
 #: unclaimed teleop signals kept for replay: per sender, and senders (as the room does)
-_UNCLAIMED_PER_NICK = 4
-_UNCLAIMED_NICKS = 128
 _MESSAGE = f"{{{NS_CLIENT}}}message"
 _IQ = f"{{{NS_CLIENT}}}iq"
 _HOST_RE = re.compile(r"[^A-Za-z0-9_.\-]")
@@ -164,7 +163,7 @@ class LanRoom:
         self._occupants: dict[str, Occupant] = {}
         self._listeners: list[Callable[[RoomEvent], None]] = []
         self._handlers: list[Callable[[str, Message], bool]] = []
-        self._unclaimed: dict[str, deque[tuple[float, Message]]] = {}
+        self._unclaimed = UnclaimedSignals()
         #: monotonic time we were announced (sessions measure pairing from it)
         self.joined_at: float | None = None
         self._endpoints: dict[tuple[str, str], _Endpoint] = {}
@@ -214,22 +213,7 @@ class LanRoom:
         """As ``Room.replay_unclaimed``: the teleop signals nobody claimed in the last
         ``within`` s (a peer's first handshake can arrive before the channel that answers
         it exists), a few per sender so one flooder cannot push out another's."""
-        since = time.monotonic() - within
-        for nick, queue in list(self._unclaimed.items()):
-            kept: deque[tuple[float, Message]] = deque(maxlen=_UNCLAIMED_PER_NICK)
-            for t, msg in queue:
-                claimed = False
-                if t >= since:
-                    try:
-                        claimed = bool(handler(nick, msg))
-                    except Exception:
-                        log.exception("message handler failed")
-                if not claimed and t >= since:
-                    kept.append((t, msg))
-            if kept:
-                self._unclaimed[nick] = kept
-            else:
-                self._unclaimed.pop(nick, None)
+        self._unclaimed.replay(handler, within)
 
     async def wait_online(self, timeout: float | None = None) -> None:
         await asyncio.wait_for(self._online.wait(), timeout)
@@ -590,11 +574,7 @@ class LanRoom:
                     return
             self._count("ignored_messages")
             if el.find(f"{{{NS_TELEOP}}}signal") is not None:
-                queue = self._unclaimed.pop(s.peer, None) or deque(maxlen=_UNCLAIMED_PER_NICK)
-                queue.append((time.monotonic(), msg))
-                self._unclaimed[s.peer] = queue  # most recent last
-                while len(self._unclaimed) > _UNCLAIMED_NICKS:
-                    del self._unclaimed[next(iter(self._unclaimed))]
+                self._unclaimed.keep(s.peer, msg)
         elif el.tag == _IQ:
             self._answer_iq(s, el)
         else:

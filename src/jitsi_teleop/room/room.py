@@ -12,7 +12,6 @@ import contextlib
 import logging
 import ssl
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 
@@ -46,6 +45,7 @@ from .occupants import (
 )
 from .stanzas import NS_DISCO_INFO, NS_JINGLE, NS_PING, NS_TELEOP
 from .transport_ws import WS_FRAME_OVERHEAD
+from .unclaimed import UnclaimedSignals
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +58,6 @@ DISCO_FEATURES = (NS_DISCO_INFO, NS_PING, NS_TELEOP)
 STREAM_SETUP_BYTES = 800
 
 #: unclaimed teleop signals kept for replay: per occupant, and occupants
-_UNCLAIMED_PER_NICK = 4
-_UNCLAIMED_NICKS = 128
 
 _JOIN_ERRORS = {
     "not-authorized": "wrong or missing room password",
@@ -139,7 +137,7 @@ class Room:
         #: recent teleop signals no handler claimed (a peer's first handshake can arrive
         #: before the session that answers it is started): replayed to new handlers. A few
         #: per occupant, so that a flood from one cannot push out another's
-        self._unclaimed: dict[str, deque[tuple[float, Message]]] = {}
+        self._unclaimed = UnclaimedSignals()
 
     # ---------------------------------------------------------------- public API -----------
     @property
@@ -188,22 +186,7 @@ class Room:
     def replay_unclaimed(self, handler: MessageHandler, within: float) -> None:
         """Hand ``handler`` the teleop signals nobody claimed in the last ``within`` s, in
         order; those it claims are forgotten."""
-        since = time.monotonic() - within
-        for nick, queue in list(self._unclaimed.items()):
-            kept: deque[tuple[float, Message]] = deque(maxlen=_UNCLAIMED_PER_NICK)
-            for t, msg in queue:
-                claimed = False
-                if t >= since:
-                    try:
-                        claimed = bool(handler(nick, msg))
-                    except Exception:
-                        log.exception("message handler failed")
-                if not claimed and t >= since:
-                    kept.append((t, msg))
-            if kept:
-                self._unclaimed[nick] = kept
-            else:
-                self._unclaimed.pop(nick, None)
+        self._unclaimed.replay(handler, within)
 
     def add_groupchat_handler(self, handler: MessageHandler) -> Callable[[], None]:
         """``handler(nick, message)`` sees the room's group chat (the console); returns an
@@ -781,11 +764,7 @@ class Room:
                 return
         self.stats.ignored_messages += 1
         if msg.xml.find(f"{{{NS_TELEOP}}}signal") is not None:
-            queue = self._unclaimed.pop(nick, None) or deque(maxlen=_UNCLAIMED_PER_NICK)
-            queue.append((time.monotonic(), msg))
-            self._unclaimed[nick] = queue  # most recent last
-            while len(self._unclaimed) > _UNCLAIMED_NICKS:
-                del self._unclaimed[next(iter(self._unclaimed))]
+            self._unclaimed.keep(nick, msg)
 
     def _on_occupant_iq(self, iq: Iq) -> None:
         """Answer what a well-behaved Jitsi participant must answer, within a small budget."""

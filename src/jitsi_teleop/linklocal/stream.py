@@ -67,6 +67,10 @@ class StreamLimits:
     #: stream features, the client side takes the offer. None: plaintext only.
     tls_server: ssl.SSLContext | None = None
     tls_client: ssl.SSLContext | None = None
+    #: after a stream error, how long and how many bytes we still read (and discard) before
+    #: closing, so that the peer gets the error rather than a reset (see :func:`shutdown`)
+    linger: float = 2.0
+    linger_bytes: int = 1024 * 1024
 
 
 def stream_header(local: str, peer: str) -> bytes:
@@ -81,6 +85,37 @@ def stream_error(condition: str) -> bytes:
     return (
         f"<stream:error><{condition} xmlns='{NS_STREAM_ERRORS}'/></stream:error>".encode() + CLOSE
     )
+
+
+async def shutdown(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, goodbye: bytes, limits: StreamLimits
+) -> None:
+    """Send ``goodbye`` (a stream error), half-close, and read what the peer still sends,
+    for at most ``limits.linger`` seconds and ``limits.linger_bytes`` bytes, before closing.
+
+    Closing a TCP socket with unread input makes the kernel answer with a reset, and a reset
+    can destroy the error on its way (the peer's read fails with ECONNRESET): a peer still
+    sending an oversized stanza would never learn why it was refused.
+    """
+    try:
+        writer.write(goodbye)
+        if writer.can_write_eof():
+            writer.write_eof()  # FIN after the error, once the send buffer has drained
+        deadline = time.monotonic() + limits.linger
+        drained = 0
+        while drained <= limits.linger_bytes:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            chunk = await asyncio.wait_for(reader.read(65536), left)
+            if not chunk:
+                break
+            drained += len(chunk)
+    except (asyncio.TimeoutError, ConnectionError, OSError, RuntimeError):
+        pass
+    finally:
+        with contextlib.suppress(Exception):
+            writer.close()
 
 
 class _Parser:
@@ -199,6 +234,7 @@ class XmlStream:
 
     async def _run(self) -> None:
         reason = "closed"
+        goodbye = b""  # the stream error we still owe the peer
         try:
             for el in self._initial:
                 self._dispatch(el)
@@ -223,18 +259,20 @@ class XmlStream:
                 keep.cancel()
         except asyncio.TimeoutError:
             reason = "idle"
-            with contextlib.suppress(Exception):
-                self._writer.write(stream_error("connection-timeout"))
+            goodbye = stream_error("connection-timeout")
         except StreamError as e:
             reason = e.reason
             if e.condition:
-                with contextlib.suppress(Exception):
-                    self._writer.write(stream_error(e.condition))
+                goodbye = stream_error(e.condition)
         except (ConnectionError, OSError):
             reason = "reset"
         except asyncio.CancelledError:
             reason = "closed"
-        self._finish(reason)
+        if goodbye and not self._closed:
+            self._finish(reason, close=False)  # counted and unhooked now; the socket lingers
+            await shutdown(self._reader, self._writer, goodbye, self.limits)
+        else:
+            self._finish(reason)
 
     async def _upgrade(self) -> None:
         """Recipient side of STARTTLS: proceed, TLS handshake, then the stream restarts
@@ -280,15 +318,18 @@ class XmlStream:
             if not self._closed:
                 self._writer.write(b" ")
 
-    def _finish(self, reason: str) -> None:
+    def _finish(self, reason: str, *, close: bool = True) -> None:
+        """Mark the stream closed and tell the owner; ``close=False`` leaves the socket to
+        :func:`shutdown` (which sends the closing tag with the stream error)."""
         if self._closed:
             return
         self._closed = True
         self.close_reason = reason
-        with contextlib.suppress(Exception):
-            self._writer.write(CLOSE)
-        with contextlib.suppress(Exception):
-            self._writer.close()
+        if close:
+            with contextlib.suppress(Exception):
+                self._writer.write(CLOSE)
+            with contextlib.suppress(Exception):
+                self._writer.close()
         if self.on_close is not None:
             try:
                 self.on_close(self, reason)
@@ -339,26 +380,29 @@ async def accept(
     parser = _Parser(limits.max_stanza_bytes)
     source = (writer.get_extra_info("peername") or ("?", 0))[0]
 
-    def refuse(err: StreamError) -> StreamError:
-        with contextlib.suppress(Exception):
-            if parser.header is not None and err.condition:
-                writer.write(stream_header(local, parser.header.get("from", "")))
-            if err.condition:
-                writer.write(stream_error(err.condition))
-            writer.close()
+    async def refuse(err: StreamError) -> StreamError:
+        if not err.condition:
+            with contextlib.suppress(Exception):
+                writer.close()
+            return err
+        goodbye = stream_error(err.condition)
+        if parser.header is not None:
+            goodbye = stream_header(local, parser.header.get("from", "")) + goodbye
+        await shutdown(reader, writer, goodbye, limits)
         return err
 
     try:
         early = await _read_header(reader, parser, limits.open_timeout)
     except StreamError as e:
-        raise refuse(e) from None
+        raise await refuse(e) from None
     assert parser.header is not None
     to = parser.header.get("to", "")
     frm = parser.header.get("from", "")
     if to != local:
-        raise refuse(StreamError("wrong_to", f"to={to[:80]!r}", "host-unknown"))
+        raise await refuse(StreamError("wrong_to", f"to={to[:80]!r}", "host-unknown"))
     if not frm or not await identify(frm, source):
-        raise refuse(StreamError("from_mismatch", f"from={frm[:80]!r} at {source}", "invalid-from"))
+        err = StreamError("from_mismatch", f"from={frm[:80]!r} at {source}", "invalid-from")
+        raise await refuse(err)
     features = FEATURES_TLS if limits.tls_server is not None else FEATURES_NONE
     writer.write(stream_header(local, frm) + features)
     stream = XmlStream(reader, writer, parser, local, frm, limits, outbound=False, initial=early)
@@ -404,10 +448,11 @@ async def connect(
                 _check_answer(parser, peer)
                 tls = True
     except StreamError as e:
-        with contextlib.suppress(Exception):
-            if e.condition:
-                writer.write(stream_error(e.condition))
-            writer.close()
+        if e.condition:
+            await shutdown(reader, writer, stream_error(e.condition), limits)
+        else:
+            with contextlib.suppress(Exception):
+                writer.close()
         raise
     # stream features (we negotiate nothing more) are not stanzas
     early = [el for el in early if el.tag != FEATURES_TAG]

@@ -13,20 +13,35 @@ as_root() {
     echo "setup-dev: need root (or sudo) to run: $*" >&2; return 1; fi
 }
 
+# apt_install PKG...: Debian packages, non-interactively, without starting their services: a
+# policy-rc.d that refuses every start exists for the time of the install (unless one was
+# there already, which is left alone). `apt-get update` runs once per setup run. Returns
+# apt-get's status, so that each caller decides whether a failure is fatal.
+apt_updated=0
+apt_install() {
+  local created_policy=0 rc=0
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    as_root sh -c 'printf "#!/bin/sh\nexit 101\n" > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d' ||
+      return 1
+    created_policy=1
+  fi
+  if [ "$apt_updated" = 0 ]; then
+    if as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq; then apt_updated=1; else rc=$?; fi
+  fi
+  if [ "$rc" = 0 ]; then
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+      "$@" >/dev/null || rc=$?
+  fi
+  if [ "$created_policy" = 1 ]; then as_root rm -f /usr/sbin/policy-rc.d; fi
+  return "$rc"
+}
+
 # --- ice (issue 11): Debian's coturn, the TURN server the ICE tests run on loopback ports they
 # pick (test/coturn_server.py). Its system service is kept from starting (policy-rc.d while
 # installing): a TURN relay on 3478 is nobody's business.
 if ! command -v turnserver >/dev/null 2>&1; then
   echo "setup-dev: installing coturn (Debian package)"
-  created_policy=0
-  if [ ! -e /usr/sbin/policy-rc.d ]; then
-    as_root sh -c 'printf "#!/bin/sh\nexit 101\n" > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d'
-    created_policy=1
-  fi
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-    coturn >/dev/null || echo "setup-dev: coturn not installed; the TURN tests will skip" >&2
-  [ "$created_policy" = 1 ] && as_root rm -f /usr/sbin/policy-rc.d
+  apt_install coturn || echo "setup-dev: coturn not installed; the TURN tests will skip" >&2
 fi
 
 # --- lan (issue 15): Debian's avahi-daemon and avahi-utils, the standard DNS-SD stack the
@@ -35,31 +50,14 @@ fi
 # real network. Root only: without root the namespace tests skip anyway.
 if [ "$(id -u)" = 0 ] && { ! command -v avahi-browse >/dev/null || [ ! -x /usr/sbin/avahi-daemon ]; }; then
   echo "setup-dev: installing avahi-daemon, avahi-utils (link-local interop test)"
-  created_policy=0
-  if [ ! -e /usr/sbin/policy-rc.d ]; then
-    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
-    created_policy=1
-  fi
-  DEBIAN_FRONTEND=noninteractive apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-    avahi-daemon avahi-utils dbus util-linux >/dev/null
-  [ "$created_policy" = 1 ] && rm -f /usr/sbin/policy-rc.d
+  apt_install avahi-daemon avahi-utils dbus util-linux
 fi
 
 if ! command -v prosody >/dev/null 2>&1 && [ ! -x /usr/bin/prosody ]; then
   echo "setup-dev: installing prosody (Debian package)"
   # Keep the package's system service from starting: the tests run their own instance on
   # loopback ports, and a stray server on 5222/5269 is nobody's business.
-  created_policy=0
-  if [ ! -e /usr/sbin/policy-rc.d ]; then
-    as_root sh -c 'printf "#!/bin/sh\nexit 101\n" > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d'
-    created_policy=1
-  fi
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-    prosody lua-sec lua-unbound >/dev/null || \
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prosody >/dev/null
-  [ "$created_policy" = 1 ] && as_root rm -f /usr/sbin/policy-rc.d
+  apt_install prosody lua-sec lua-unbound || apt_install prosody
 fi
 
 # --- netlab (issue 11): the simulated internet of the NAT-matrix tests, `jitsi-teleop bench
@@ -71,15 +69,7 @@ if [ "$(id -u)" = 0 ] && { ! command -v iptables >/dev/null || ! command -v conn
     ! command -v turnserver >/dev/null || ! command -v ip >/dev/null || ! command -v ss >/dev/null ||
     [ ! -e /usr/include/libnetfilter_queue/libnetfilter_queue.h ] || ! command -v gcc >/dev/null; }; then
   echo "setup-dev: installing netlab packages (iptables, conntrack, coturn, libnetfilter-queue-dev)"
-  created_policy=0
-  if [ ! -e /usr/sbin/policy-rc.d ]; then
-    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
-    created_policy=1
-  fi
-  DEBIAN_FRONTEND=noninteractive apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-    iproute2 iptables conntrack coturn libnetfilter-queue-dev gcc libc6-dev >/dev/null
-  [ "$created_policy" = 1 ] && rm -f /usr/sbin/policy-rc.d
+  apt_install iproute2 iptables conntrack coturn libnetfilter-queue-dev gcc libc6-dev
 fi
 
 if [ ! -x "$VENV/bin/python" ]; then

@@ -74,17 +74,8 @@ class DirectRoom(Room):
 
     # ------------------------------------------------------------------ (re)join ---------
     def _own_presence(self, to: str | None) -> Presence:
-        cfg = self.config
         pres = self.xmpp.make_presence(pto=to) if to else self.xmpp.make_presence()
-        if cfg.teleop_role is not None:
-            tp = pres["teleop"]
-            tp["v"] = "0"
-            tp["role"] = cfg.teleop_role
-            tp["robot"] = cfg.robot
-            tp["key"] = cfg.key_id
-        if cfg.display_name:
-            pres["nick"]["nick"] = cfg.display_name
-        return pres
+        return self._describe(pres)
 
     async def _enter(self, rejoin: bool) -> Occupant:
         cfg = self.config

@@ -374,6 +374,11 @@ class Room:
             join["history"]["maxstanzas"] = "0"
             if cfg.password:
                 join["password"] = cfg.password
+        return self._describe(pres)
+
+    def _describe(self, pres: Presence) -> Presence:
+        """Our teleop announcement and display name, the same in room and direct presence."""
+        cfg = self.config
         if cfg.teleop_role is not None:
             tp = pres["teleop"]
             tp["v"] = "0"

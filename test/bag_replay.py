@@ -122,6 +122,7 @@ def replay(
     *,
     settle_s: float = 1.5,
     ready_timeout_s: float = 20.0,
+    complete_timeout_s: float = 30.0,
 ) -> ReplayReport:
     """Publish the bag at its sites with its timing, record at the other sites, compare."""
     types, rows, plugin = read_bag(bag)
@@ -160,6 +161,13 @@ def replay(
         t = time.monotonic_ns()
         pubs[topic].publish(data)
         sent[topic].append((t, data))
+    # reliable streams: wait until all arrived (generous, a loaded machine is slow), then
+    # give the latest ones ``settle_s`` more; a fixed wait alone cut a slow tail short
+    deadline = time.monotonic() + complete_timeout_s
+    while time.monotonic() < deadline and any(
+        len(recs[t].items) < len(sent[t]) for t, r in by_topic.items() if r.delivery == "reliable"
+    ):
+        time.sleep(0.05)
     time.sleep(settle_s)
     for topic, rep in reports.items():
         _compare(rep, sent[topic], list(recs[topic].items))

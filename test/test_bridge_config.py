@@ -178,3 +178,21 @@ def test_two_sites_in_one_launch_have_no_duplicate_node_names():
     assert names, "the plans have namespaced nodes (the remote arm's state publisher)"
     assert {n: r for n, r in names.items() if len(r) > 1} == {}
     assert names["/remote/follower_state_publisher"] == ["leader"]  # the arm it draws
+
+
+def test_reliable_topics_are_republished_deep_enough_for_a_burst():
+    """A reliable, volatile topic's republisher keeps 1000 samples unless the file says
+    otherwise (KEEP_LAST 10 let a burst overwrite samples a slow subscriber had not taken);
+    latest and transient_local topics keep the old default, an explicit depth wins."""
+    text = """topics:
+  - {topic: a, from: leader, type: std_msgs/msg/String, delivery: reliable}
+  - {topic: b, from: leader, type: std_msgs/msg/String}
+  - topic: c
+    from: leader
+    type: std_msgs/msg/String
+    delivery: reliable
+    qos: {durability: transient_local}
+  - {topic: d, from: leader, type: std_msgs/msg/String, delivery: reliable, qos: {depth: 5}}
+"""
+    depth = {s.topic: s.qos.depth for s in parse_topics(text, "t.yaml").topics}
+    assert depth == {"a": 1000, "b": 10, "c": 10, "d": 5}

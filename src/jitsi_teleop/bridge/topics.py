@@ -176,7 +176,7 @@ def _topic(source: str, index: int, item: Any) -> TopicSpec:
         delivery=delivery,
         max_rate_hz=rate,
         max_age_s=age,
-        qos=_qos(where, item.get("qos", {})),
+        qos=_qos(where, item.get("qos", {}), delivery),
         publish_as=publish_as,
     )
 
@@ -187,9 +187,16 @@ def _positive(where: str, name: str, v: Any) -> float:
     return float(v)
 
 
-def _qos(where: str, q: Any) -> QosSpec:
+#: republisher depth of a ``reliable``, volatile topic when the file names none: every message
+#: must reach local subscribers, and a KEEP_LAST 10 writer overwrites samples a slow
+#: subscriber has not acknowledged yet during a burst (as the transport's own reliable
+#: subscription keeps 1000)
+RELIABLE_DEPTH = 1000
+
+
+def _qos(where: str, q: Any, delivery: str = "latest") -> QosSpec:
     if q is None:
-        return QosSpec()
+        q = {}
     if not isinstance(q, Mapping):
         raise TopicConfigError(f"{where}: 'qos' must be a mapping")
     unknown = set(q) - _QOS_KEYS
@@ -201,7 +208,8 @@ def _qos(where: str, q: Any) -> QosSpec:
     dur = q.get("durability", "volatile")
     if dur not in DURABILITIES:
         raise TopicConfigError(f"{where}: qos durability must be one of {DURABILITIES}")
-    depth = q.get("depth", 10)
+    default_depth = RELIABLE_DEPTH if delivery == "reliable" and dur == "volatile" else 10
+    depth = q.get("depth", default_depth)
     if isinstance(depth, bool) or not isinstance(depth, int) or not 1 <= depth <= 10_000:
         raise TopicConfigError(f"{where}: qos depth must be an integer from 1 to 10000")
     return QosSpec(rel, dur, depth)

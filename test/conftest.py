@@ -7,9 +7,13 @@ import socket
 
 import pytest
 
+from ros_domains import process_domain
+
 os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-# A domain id of our own, so that concurrent test runs on one machine do not see each other.
-os.environ.setdefault("ROS_DOMAIN_ID", str(100 + os.getpid() % 100))
+# A domain id of our own, so that concurrent test runs on one machine do not see each other
+# (a block of ids held with a lock file: see ros_domains.py).
+if "ROS_DOMAIN_ID" not in os.environ:
+    os.environ["ROS_DOMAIN_ID"] = str(process_domain())
 
 
 def free_tcp_port() -> int:

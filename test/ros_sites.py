@@ -8,7 +8,6 @@ Discovery stays on this host (ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST) and the f
 
 from __future__ import annotations
 
-import itertools
 import os
 import subprocess
 import sys
@@ -25,15 +24,14 @@ from rclpy.qos import QoSProfile
 from jitsi_teleop.local_prosody import ProsodyServer
 from jitsi_teleop.pairing import generate_key_file
 from jitsi_teleop.ros.site_graph import RawRecorder, SiteGraph
-
-_pairs = itertools.count()
+from ros_domains import site_pair
 
 
 def site_domains() -> tuple[int, int]:
     """Two domain ids of this process's own, fresh on each call so that a pair of sites still
-    running (a module fixture) never shares a graph with a new one (Fast DDS ids: 0..232)."""
-    base = 150 + (os.getpid() * 6 + 2 * next(_pairs)) % 80
-    return base, base + 1
+    running (a module fixture) never shares a graph with a new one; from this process's
+    block, which no concurrent test process holds (``ros_domains``)."""
+    return site_pair()
 
 
 def make_key_file(directory: Path) -> Path:

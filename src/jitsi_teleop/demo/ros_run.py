@@ -104,7 +104,8 @@ def share_dir() -> Path:
 
 def site_domains() -> tuple[int, int]:
     """Two ROS domain ids of this process's own (from its pid), away from 0 and from the
-    tests' 150-231, so that runs side by side do not share a graph (Fast DDS: 0..232)."""
+    tests' 142-231 (test/ros_domains.py), so that runs side by side do not share a graph
+    (Fast DDS: 0..232)."""
     base = 20 + (os.getpid() * 2) % 120
     return base, base + 1
 

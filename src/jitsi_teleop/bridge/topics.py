@@ -154,7 +154,11 @@ def _topic(source: str, index: int, item: Any) -> TopicSpec:
     if not isinstance(ros_type, str) or not _TYPE_RE.fullmatch(ros_type):
         raise TopicConfigError(f"{where}: 'type' must look like pkg/msg/Type, got {ros_type!r}")
     remote = item.get("remote", topic.lstrip("/"))
-    if not isinstance(remote, str) or not _NAME_RE.fullmatch(remote) or remote.startswith(("/", "~")):
+    if (
+        not isinstance(remote, str)
+        or not _NAME_RE.fullmatch(remote)
+        or remote.startswith(("/", "~"))
+    ):
         raise TopicConfigError(f"{where}: 'remote' must be a relative topic name, got {remote!r}")
     if topic.startswith("~"):
         raise TopicConfigError(f"{where}: private (~) topics cannot cross")

@@ -468,7 +468,11 @@ class MucLink(Link):
     def _receive_acks(self, msg: Message) -> None:
         for ack in msg["teleop_acks"]:
             e, ch, n = ack["e"], ack["s"], ack["n"]
-            if e != self.epoch or not _INT_RE.fullmatch(n) or not (ch == "sig" or _INT_RE.fullmatch(ch)):
+            if (
+                e != self.epoch
+                or not _INT_RE.fullmatch(n)
+                or not (ch == "sig" or _INT_RE.fullmatch(ch))
+            ):
                 if e != self.epoch and _EPOCH_RE.fullmatch(e or ""):
                     continue  # an ack for a previous link instance of ours: harmless
                 self._stats.invalid += 1
@@ -604,7 +608,10 @@ class MucLink(Link):
     def _receive_signal(self, nick: str, msg: Message) -> None:
         sig = msg["teleop_signal"]
         e, n, text = sig["e"], sig["n"], sig["json"]
-        if not (_EPOCH_RE.fullmatch(e) and _INT_RE.fullmatch(n)) or len(text) > self.max_signal_bytes:
+        if (
+            not (_EPOCH_RE.fullmatch(e) and _INT_RE.fullmatch(n))
+            or len(text) > self.max_signal_bytes
+        ):
             self._stats.invalid += 1
             return
         try:

@@ -54,6 +54,7 @@ class TargetResult:
     runs: int = 0  #: processes started (a crash ends one; the target is resumed)
     findings: list[dict] = field(default_factory=list)
     date: str = ""  #: when this target's run started (UTC)
+    interrupted: bool = False  #: stopped by SIGINT before its inputs or its time
 
 
 def _now() -> str:
@@ -162,6 +163,9 @@ def _run_target(name: str, args: argparse.Namespace, engine: str) -> TargetResul
             )
         if proc.returncode == 0 and not new:
             break  # ran its inputs or its time
+        if "libFuzzer: run interrupted" in text and not new:
+            res.interrupted = True  # SIGINT (a person stopping a long run): not a finding
+            break
         if not new:  # died without leaving an input: record it rather than loop
             res.findings.append(
                 {

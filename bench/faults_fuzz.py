@@ -15,6 +15,7 @@ import argparse
 import contextlib
 import datetime as dt
 import hashlib
+import json
 import os
 import platform
 import random
@@ -52,6 +53,12 @@ class TargetResult:
     corpus: int | None = None
     runs: int = 0  #: processes started (a crash ends one; the target is resumed)
     findings: list[dict] = field(default_factory=list)
+    date: str = ""  #: when this target's run started (UTC)
+    interrupted: bool = False  #: stopped by SIGINT before its inputs or its time
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
 _STATUS_RE = re.compile(r"^#(\d+)\s+\w+\s+cov: (\d+) ft: (\d+) corp: (\d+)")
@@ -108,7 +115,7 @@ def _run_target(name: str, args: argparse.Namespace, engine: str) -> TargetResul
     import fuzz_targets
 
     t = fuzz_targets.TARGETS[name]
-    res = TargetResult(name, t.parser, list(t.documented), engine)
+    res = TargetResult(name, t.parser, list(t.documented), engine, date=_now())
     corpus = Path(args.corpus) / name
     corpus.mkdir(parents=True, exist_ok=True)
     for seed in t.seeds():
@@ -156,6 +163,9 @@ def _run_target(name: str, args: argparse.Namespace, engine: str) -> TargetResul
             )
         if proc.returncode == 0 and not new:
             break  # ran its inputs or its time
+        if "libFuzzer: run interrupted" in text and not new:
+            res.interrupted = True  # SIGINT (a person stopping a long run): not a finding
+            break
         if not new:  # died without leaving an input: record it rather than loop
             res.findings.append(
                 {
@@ -218,7 +228,7 @@ def cmd_fuzz(args: argparse.Namespace) -> int:
         for f in r.findings:
             print(f"FINDING {r.name}: {f['kind']} {f['artifact']}: {f['error']}")
     section = {
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "date": _now(),
         "engine": engine,
         "engine_version": _engine_version(engine),
         "python": platform.python_version(),
@@ -233,9 +243,29 @@ def cmd_fuzz(args: argparse.Namespace) -> int:
         "total_findings": sum(len(r.findings) for r in results),
     }
     if args.json:
+        if args.targets:
+            section = _merged(Path(args.json), section)
         write_section(Path(args.json), "fuzz", section)
         print(f"\nwrote the fuzz section of {args.json}")
     return 1 if section["total_findings"] else 0
+
+
+def _merged(path: Path, section: dict) -> dict:
+    """A run of some targets (``--targets``) replaces only their entries in the JSON's fuzz
+    section: the others keep the figures of the run that produced them (each entry has its
+    own date), so a target fixed and rerun after the campaign joins the campaign's figures."""
+    try:
+        old = json.loads(path.read_text()).get("fuzz") or {}
+    except (OSError, ValueError):
+        return section
+    ran = {t["name"] for t in section["targets"]}
+    kept = [t for t in old.get("targets", []) if t["name"] not in ran]
+    out = {**section, "targets": kept + section["targets"]}
+    if kept:
+        out["date"] = old.get("date", section["date"])  # the campaign's; reruns carry theirs
+    out["total_inputs"] = sum(t["inputs"] for t in out["targets"])
+    out["total_findings"] = sum(len(t["findings"]) for t in out["targets"])
+    return out
 
 
 def _engine_version(engine: str) -> str:

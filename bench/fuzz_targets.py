@@ -17,16 +17,27 @@ import asyncio
 import contextlib
 import dataclasses
 import json
+import math
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from xml.etree import ElementTree as ET
 
 from dexter_driver import protocol as dexter
 from dexter_driver.sim import DexterSim, SimConfig
-from jitsi_teleop import pairing, protect, wire
+from jitsi_teleop import clock, pairing, protect, wire
 from jitsi_teleop.bridge import topics
+from jitsi_teleop.console.commands import Sender
+from jitsi_teleop.console.console import Console, ConsoleConfig
+from jitsi_teleop.console.eventlog import EventLog
+from jitsi_teleop.linklocal import dnssd, txt
+from jitsi_teleop.linklocal import stream as lstream
+from jitsi_teleop.linklocal.carrier import LanConfig, LanRoom
+from jitsi_teleop.linklocal.txt import LanPresence
 from jitsi_teleop.links.p2p import DescriptionError, P2PDescription
+from jitsi_teleop.room import discovery
 from jitsi_teleop.room import transport_bosh as bosh
+from jitsi_teleop.room.occupants import Occupant, TeleopInfo
 
 FuzzFn = Callable[[bytes], None]
 
@@ -399,6 +410,9 @@ _SIM_LOOP: asyncio.AbstractEventLoop | None = None
 #: the FIFO is full, mode files, register writes and finish wait for the FIFO to drain
 _BLOCKING_OPLETS = set("zaRwFS")
 _SIM_BUDGET_S = 0.2
+#: a request whose oplet waits by design gets only this long: its parsing runs before the wait,
+#: and waiting the full budget made the 10^6 campaign crawl (the corpus fills with waits)
+_SIM_BLOCKING_BUDGET_S = 0.005
 
 
 def fuzz_sim(data: bytes) -> None:
@@ -420,13 +434,15 @@ def fuzz_sim(data: bytes) -> None:
         for chunk in data.split(b"\n")[:4]:
             chunk = chunk[: dexter.MESSAGE_SIZE]
             try:
-                reply = await asyncio.wait_for(sim.handle_message(chunk), _SIM_BUDGET_S)
+                oplet = dexter.parse_request(chunk).oplet
+            except dexter.ProtocolError:
+                oplet = ""
+            blocking = oplet in _BLOCKING_OPLETS
+            budget = _SIM_BLOCKING_BUDGET_S if blocking else _SIM_BUDGET_S
+            try:
+                reply = await asyncio.wait_for(sim.handle_message(chunk), budget)
             except asyncio.TimeoutError:
-                try:
-                    oplet = dexter.parse_request(chunk).oplet
-                except dexter.ProtocolError:
-                    oplet = ""
-                assert oplet in _BLOCKING_OPLETS, f"oplet {oplet!r} blocked past the budget"
+                assert blocking, f"oplet {oplet!r} blocked past the budget"
                 continue
             assert reply is None or len(reply) == dexter.REPLY_SIZE
 
@@ -458,6 +474,232 @@ def fuzz_config(data: bytes) -> None:
     else:
         with contextlib.suppress(ValueError):
             pairing.parse_key_file(text)
+
+
+# ---------------------------------------------------------------------------------------------
+# clock probes (CONTROL frames: authentic, but their numbers are the peer's to choose)
+
+
+def _clock_seeds() -> list[bytes]:
+    prober = clock.ClockProber()
+    ping = prober.ping(1_000)
+    pong = clock.answer_ping(ping, 5_000, 5_010)
+    return [_join(b"\x00", b"\x01" + ping, b"\x02" + pong, b"\x06" + pong[-16:])]
+
+
+def fuzz_clock(data: bytes) -> None:
+    """A script of probes against clock.answer_ping, ClockProber.on_pong and ClockEstimator:
+    pings made here, pongs from the input (op 6/7 answers the newest outstanding ping with the
+    input's t2/t3, so the sample checks and the estimator are reached). ClockError only, and
+    every estimate stays finite whatever times the peer claims."""
+    prober = clock.ClockProber(max_outstanding=4)
+    est = clock.ClockEstimator(window=8, min_drift_span_us=1_000)
+    now = 1_000_000
+    last: tuple[int, int] | None = None
+    for op in _chunks(data, limit=64):
+        if not op:
+            continue
+        kind, arg = op[0] % 8, op[1:]
+        now += 1 + int.from_bytes(arg[:3].ljust(3, b"\0"), "big")
+        if kind == 0:
+            ping = prober.ping(now)
+            last = struct.unpack(">BBIQQQ", ping)[2:4]
+            continue
+        if kind == 1:
+            with contextlib.suppress(clock.ClockError):
+                pong = clock.answer_ping(arg, now, now + 1)
+                assert len(pong) == clock.PROBE_SIZE
+            continue
+        if kind in (6, 7) and last is not None:
+            t2, t3 = struct.unpack(">QQ", arg[-16:].rjust(16, b"\0"))
+            arg = struct.pack(">BBIQQQ", clock.PROBE_VERSION, clock.PONG, *last, t2, t3)
+        try:
+            sample = prober.on_pong(arg, now)
+        except clock.ClockError:
+            continue
+        est.add(sample)
+        e = est.estimate(now)
+        if e is not None:
+            ts = int.from_bytes(arg[-8:], "big")
+            for v in (e.offset_us, e.error_us, e.drift_ppm, e.one_way_latency_us(ts, now)):
+                assert math.isfinite(v), f"clock estimate not finite: {e}"
+
+
+# ---------------------------------------------------------------------------------------------
+# link-local (XEP-0174): TXT records and XML streams from anything on the LAN
+
+
+def _txt_wire(props: dict[str, str]) -> bytes:
+    out = b""
+    for k, v in props.items():
+        item = f"{k}={v}".encode()
+        out += bytes([len(item)]) + item
+    return out
+
+
+def _txt_seeds() -> list[bytes]:
+    p = LanPresence("jt-1@host", 5298, "lab", "leader", "0123456789ab", robot="arm", msg="hi")
+    return [_join(b"jt-1@host", b"\x14\xb2", _txt_wire(p.to_txt())), _join(b"a@b", b"", b"\x00")]
+
+
+def fuzz_linklocal_txt(data: bytes) -> None:
+    """A browsed service as the LAN directory reads it: the DNS TXT wire format
+    (dnssd._decode_txt), then txt.parse_presence with the instance name and SRV port from the
+    input. TxtError only; what parses must survive to_txt -> parse unchanged."""
+    parts = _chunks(data, limit=3)
+    if len(parts) < 3:
+        return
+    instance = parts[0].decode("utf-8", errors="replace")
+    port = int.from_bytes(parts[1][:3], "big") if parts[1] else 0
+    props = dnssd._decode_txt(parts[2])
+    try:
+        pres = txt.parse_presence(instance, port, props)
+    except txt.TxtError:
+        return
+    again = dnssd._decode_txt(_txt_wire(pres.to_txt()))
+    assert txt.parse_presence(instance, port, again) == pres, "presence does not round-trip"
+
+
+_LAN: tuple | None = None
+
+
+class _FakeStream:
+    """Stands in for the XmlStream a stanza arrived on: its peer's name, and what we send."""
+
+    peer = "jt-peer@host"
+
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []
+
+    def send(self, data: bytes) -> bool:
+        self.sent.append(data)
+        return True
+
+
+def _lan():
+    """One LanRoom (never joined: no socket, no mDNS) that knows the peer, built on first use."""
+    global _LAN
+    if _LAN is None:
+        room = LanRoom(LanConfig("lab", nick="jt-me@host", tls=False))
+        room._occupants[_FakeStream.peer] = Occupant(
+            _FakeStream.peer, teleop=TeleopInfo("follower", "r", "ab12")
+        )
+        _LAN = (room, _FakeStream())
+    return _LAN
+
+
+def _stream_seeds() -> list[bytes]:
+    head = lstream.stream_header("jt-peer@host", "jt-me@host")
+    return [
+        _join(
+            head,
+            lstream.FEATURES_NONE,
+            b"<message to='jt-me@host' type='chat'><body>hi</body></message>",
+            b"<iq type='get' id='1'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>",
+            b"<iq type='get' id='2'><ping xmlns='urn:xmpp:ping'/></iq>" + lstream.CLOSE,
+        ),
+        _join(head + b"<stream:error><conflict/></stream:error>"),
+    ]
+
+
+def fuzz_linklocal_stream(data: bytes) -> None:
+    """An XEP-0174 XML stream from a LAN host, in the pieces TCP delivered it in: the stream
+    parser (header, restricted XML, stanza size), then each stanza as the LAN room handles it
+    (messages to the room's handlers, IQs answered). StreamError only; our answers must parse."""
+    room, fake = _lan()
+    parser = lstream._Parser(max_stanza_bytes=4096)
+    fake.sent.clear()
+    try:
+        for piece in _chunks(data, limit=32):
+            for el in parser.feed(piece):
+                if el.tag == lstream.ERROR_TAG or lstream.is_features(el):
+                    continue
+                room._on_stanza(fake, el)
+    except lstream.StreamError:
+        pass
+    for answer in fake.sent:
+        ET.fromstring(answer)
+    room._unclaimed = type(room._unclaimed)()  # keep state from growing across inputs
+
+
+# ---------------------------------------------------------------------------------------------
+# chat console: text from anyone in the room
+
+
+class _Actions:
+    def status_text(self) -> str:
+        return "ok"
+
+    def who_text(self) -> str:
+        return "nobody"
+
+    def estop(self, actor: str) -> str:
+        return "stopped"
+
+    def note(self, actor: str, text: str) -> None:
+        pass
+
+    def chime(self, actor: str) -> str:
+        return "chimed"
+
+
+def _chat_seeds() -> list[bytes]:
+    return [b"\x00follower: log 5", b"\x01help", b"\x02note hello", b"\x03bot status", b"\x00log"]
+
+
+def fuzz_chat_command(data: bytes) -> None:
+    """console.Console.handle on a chat line (group chat, private or direct; raw bytes or
+    text), as the chat adapter feeds it: it never raises, and its reply fits the byte budget."""
+    if not data:
+        return
+    t = [0.0]
+
+    def tick() -> float:
+        t[0] += 100.0  # the rate limiter always admits: reach the commands
+        return t[0]
+
+    cfg = ConsoleConfig(names=("follower", "bot"), site="follower", max_reply_bytes=300)
+    console = Console(cfg, EventLog(":memory:"), _Actions(), clock=tick)
+    channel = ("groupchat", "chat", "direct", "chat")[data[0] % 4]
+    sender = Sender(
+        nick="alice", jid="alice@example.org", moderator=bool(data[0] & 4), channel=channel
+    )
+    body: str | bytes = data[1:] if data[0] & 8 else data[1:].decode("utf-8", errors="replace")
+    for _ in range(2):
+        reply = console.handle(body, sender)
+        if reply is not None:
+            assert len(reply.text.encode("utf-8")) <= cfg.max_reply_bytes, "reply over budget"
+
+
+# ---------------------------------------------------------------------------------------------
+# Jitsi deployment discovery: config.js served by whatever web server the meeting URL names
+
+
+def _config_js_seeds() -> list[bytes]:
+    js = (
+        "var config = {\n  hosts: {\n    domain: 'meet.example.org',\n"
+        "    muc: 'conference.' + subdomain + 'meet.example.org',\n  },\n"
+        "  // bosh: '//old/http-bind',\n  bosh: '//meet.example.org/http-bind',\n"
+        "  websocket: 'wss://meet.example.org/' + subdir + 'xmpp-websocket',\n};\n"
+    )
+    return [_join(b"https://meet.example.org/tenant/MyRoom", js.encode())]
+
+
+def fuzz_config_js(data: bytes) -> None:
+    """room.discovery.settings_from_config_js on a meeting URL and the config.js text a web
+    server returned, then the room settings built from it; DiscoveryError, or ValueError from
+    the room settings' checks, only."""
+    parts = _chunks(data, limit=2)
+    if len(parts) < 2:
+        return
+    url = parts[0].decode("utf-8", errors="replace")
+    text = parts[1].decode("utf-8", errors="replace")
+    try:
+        settings = discovery.settings_from_config_js(url, text)
+    except discovery.DiscoveryError:
+        return
+    with contextlib.suppress(ValueError):
+        settings.room_config(nick="0000aaaa")
 
 
 _NUMBERS = (b"inf", b"-inf", b"nan", b"1e999", b"-0", b"9" * 30, b"4294967296", b"-1", b"0x10")
@@ -546,6 +788,41 @@ TARGETS: dict[str, Target] = {
             ("TopicConfigError", "ValueError"),
             _config_seeds,
         ),
+        Target(
+            "clock_probe",
+            "jitsi_teleop.clock: answer_ping, ClockProber.on_pong, ClockEstimator",
+            fuzz_clock,
+            ("ClockError",),
+            _clock_seeds,
+        ),
+        Target(
+            "linklocal_txt",
+            "linklocal.dnssd._decode_txt + linklocal.txt.parse_presence",
+            fuzz_linklocal_txt,
+            ("TxtError",),
+            _txt_seeds,
+        ),
+        Target(
+            "linklocal_stream",
+            "linklocal.stream._Parser + LanRoom stanza handling",
+            fuzz_linklocal_stream,
+            ("StreamError",),
+            _stream_seeds,
+        ),
+        Target(
+            "chat_command",
+            "console.Console.handle (chat commands from the room)",
+            fuzz_chat_command,
+            (),
+            _chat_seeds,
+        ),
+        Target(
+            "config_js",
+            "room.discovery.settings_from_config_js + RoomConfig",
+            fuzz_config_js,
+            ("DiscoveryError", "ValueError"),
+            _config_js_seeds,
+        ),
     )
 }
 
@@ -556,6 +833,66 @@ _DICTS = {
     "bosh_body": _XML + _NUMBERS + (b"body", b"sid=", b"hold=", b"wait=", b"requests="),
     "dexter_request": _DEXTER + _NUMBERS,
     "dexter_sim": _DEXTER + _NUMBERS + _JSON + (b'"op"', b'"wall"', b'"hand"', b'"values"'),
+    "linklocal_txt": (
+        b"txtvers=1",
+        b"port.p2pj=",
+        b"jt.room=",
+        b"jt.role=leader",
+        b"jt.key=",
+        b"jt.robot=",
+        b"jt.muc=",
+        b"status=",
+        b"msg=",
+        b"nick=",
+        b"@",
+        b"=",
+    ),
+    "linklocal_stream": (
+        *_XML,
+        b"<stream:stream",
+        b"xmlns:stream='http://etherx.jabber.org/streams'",
+        b"</stream:stream>",
+        b"jt-me@host",
+        b"jt-peer@host",
+        b"message",
+        b"iq",
+        b"type='get'",
+        b"urn:xmpp:ping",
+        b"<![CDATA[",
+    ),
+    "chat_command": (
+        b"follower",
+        b"bot",
+        b": ",
+        b"log ",
+        b"note ",
+        b"help",
+        b"status",
+        b"who",
+        b"estop",
+        b"chime",
+        b"\xb2",
+        b"\xd9\xa5",
+        *_NUMBERS,
+    ),
+    "config_js": (
+        *_JSON,
+        b"hosts",
+        b"domain",
+        b"muc",
+        b"focus",
+        b"bosh",
+        b"websocket",
+        b"'",
+        b" + ",
+        b"subdir",
+        b"subdomain",
+        b"//",
+        b"/*",
+        b"*/",
+        b"<!--#",
+        b"https://",
+    ),
     "config": _YAML + _NUMBERS + (b"qos:", b"depth:", b"jitsi-teleop-key-v1 "),
 }
 for _name, _words in _DICTS.items():

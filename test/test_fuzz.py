@@ -64,3 +64,44 @@ def test_short_fuzz_campaign_finds_nothing(tmp_path: Path) -> None:
     assert not findings, "\n".join(findings) + "\n" + proc.stdout[-3000:]
     assert all(t["inputs"] > 0 for t in doc["targets"]), proc.stdout
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+
+def _fuzz(tmp_path: Path, out: Path, *targets: str) -> dict:
+    subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "bench" / "faults.py"),
+            "fuzz",
+            "--seconds",
+            "1",
+            "--inputs",
+            "2000",
+            "--engine",
+            "random",
+            "--corpus",
+            str(tmp_path / "corpus"),
+            "--artifacts",
+            str(tmp_path / "artifacts"),
+            "--json",
+            str(out),
+            "--targets",
+            *targets,
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=True,
+    )
+    return json.loads(out.read_text())["fuzz"]
+
+
+@pytest.mark.slow
+def test_a_run_of_some_targets_replaces_only_their_figures(tmp_path: Path) -> None:
+    """A target fixed and rerun after the campaign (--targets) joins the campaign's JSON."""
+    out = tmp_path / "faults.json"
+    first = _fuzz(tmp_path, out, "dexter_status", "config")
+    second = _fuzz(tmp_path, out, "config")
+    assert [t["name"] for t in second["targets"]] == ["dexter_status", "config"]
+    assert second["targets"][0] == first["targets"][0]
+    assert second["total_inputs"] == sum(t["inputs"] for t in second["targets"])
+    assert all(t["inputs"] > 0 and t["date"] for t in second["targets"])

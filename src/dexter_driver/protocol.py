@@ -271,7 +271,7 @@ class EncodeError(ProtocolError, ValueError):
 # Requests
 # --------------------------------------------------------------------------------------------
 
-_ARG_RE = re.compile(r"^[A-Za-z0-9_.+\-/#:]+$")  #: no separators, no ';', printable ASCII
+_ARG_RE = re.compile(r"[A-Za-z0-9_.+\-/#:]+")  #: no separators, no ';', printable ASCII
 
 
 def format_arg(value: object) -> str:
@@ -286,7 +286,7 @@ def format_arg(value: object) -> str:
             raise EncodeError(f"argument must be finite, got {value!r}")
         return str(int(f)) if f.is_integer() else repr(f)
     text = str(value)
-    if not _ARG_RE.match(text):
+    if not _ARG_RE.fullmatch(text):
         raise EncodeError(f"argument {text!r} is empty or contains a separator or ';'")
     return text
 

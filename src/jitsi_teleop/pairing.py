@@ -262,7 +262,7 @@ def load_secret(
 # DTLS fingerprints
 
 _FP_ALGS = {"sha-1": 20, "sha-224": 28, "sha-256": 32, "sha-384": 48, "sha-512": 64}
-_FP_RE = re.compile(r"^[0-9a-f]{2}(?::[0-9a-f]{2})*$")
+_FP_RE = re.compile(r"[0-9a-f]{2}(?::[0-9a-f]{2})*")
 
 
 def normalize_fingerprint(fp: str) -> str:
@@ -273,7 +273,7 @@ def normalize_fingerprint(fp: str) -> str:
     alg, value = parts[0].lower(), parts[1].lower()
     if alg not in _FP_ALGS:
         raise ValueError(f"unsupported fingerprint algorithm {alg!r}")
-    if not _FP_RE.match(value) or len(value.split(":")) != _FP_ALGS[alg]:
+    if not _FP_RE.fullmatch(value) or len(value.split(":")) != _FP_ALGS[alg]:
         raise ValueError(f"malformed {alg} fingerprint {value!r}")
     return f"{alg} {value}"
 

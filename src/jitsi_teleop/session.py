@@ -1172,7 +1172,7 @@ class Session:
     def _on_refusal(self, payload: bytes) -> None:
         try:
             items = json.loads(payload.decode("utf-8"))
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: JSON nested too deep
             self._count("control_invalid")
             return
         if isinstance(items, list):

@@ -428,9 +428,9 @@ class Reassembler:
 
 DESCRIPTOR_VERSION = 1
 DELIVERY_CLASSES = ("latest", "reliable")
-_TOPIC_RE = re.compile(r"^/(?:[A-Za-z_][A-Za-z0-9_]*)(?:/[A-Za-z_][A-Za-z0-9_]*)*$")
-_TYPE_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*/(?:msg|srv|action)/[A-Z][A-Za-z0-9]*$")
-_HASH_RE = re.compile(r"^RIHS01_[0-9a-f]{64}$")
+_TOPIC_RE = re.compile(r"/(?:[A-Za-z_][A-Za-z0-9_]*)(?:/[A-Za-z_][A-Za-z0-9_]*)*")
+_TYPE_RE = re.compile(r"[A-Za-z][A-Za-z0-9_]*/(?:msg|srv|action)/[A-Z][A-Za-z0-9]*")
+_HASH_RE = re.compile(r"RIHS01_[0-9a-f]{64}")
 _FIELDS = ("stream_id", "topic", "ros_type", "type_hash", "delivery", "max_rate_hz", "max_age_s")
 MAX_DESCRIPTORS = 1024
 
@@ -462,7 +462,7 @@ class StreamDescriptor:
 def validate_descriptor(d: StreamDescriptor) -> None:
     """Raise :class:`BadDescriptor` naming the topic when a field is not acceptable."""
     topic = d.topic if isinstance(d.topic, str) else repr(d.topic)
-    if not isinstance(d.topic, str) or not _TOPIC_RE.match(d.topic):
+    if not isinstance(d.topic, str) or not _TOPIC_RE.fullmatch(d.topic):
         raise BadDescriptor(f"invalid topic name {topic!r}")
     if (
         isinstance(d.stream_id, bool)
@@ -470,9 +470,9 @@ def validate_descriptor(d: StreamDescriptor) -> None:
         or not 0 <= d.stream_id <= MAX_STREAM_ID
     ):
         raise BadDescriptor(f"topic {topic}: stream id {d.stream_id!r} out of range")
-    if not isinstance(d.ros_type, str) or not _TYPE_RE.match(d.ros_type):
+    if not isinstance(d.ros_type, str) or not _TYPE_RE.fullmatch(d.ros_type):
         raise BadDescriptor(f"topic {topic}: invalid ROS type name {d.ros_type!r}")
-    if not isinstance(d.type_hash, str) or not _HASH_RE.match(d.type_hash):
+    if not isinstance(d.type_hash, str) or not _HASH_RE.fullmatch(d.type_hash):
         raise BadDescriptor(
             f"topic {topic}: invalid type hash {d.type_hash!r} "
             "(want RIHS01_ and 64 lower-case hex digits)"

@@ -27,8 +27,8 @@ ROLES = ("leader", "follower")
 DELIVERIES = ("latest", "reliable")
 RELIABILITIES = ("reliable", "best_effort")
 DURABILITIES = ("volatile", "transient_local")
-_TYPE_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*/msg/[A-Za-z][A-Za-z0-9_]*$")
-_NAME_RE = re.compile(r"^/?[A-Za-z~][A-Za-z0-9_]*(/[A-Za-z][A-Za-z0-9_]*)*$")
+_TYPE_RE = re.compile(r"[A-Za-z][A-Za-z0-9_]*/msg/[A-Za-z][A-Za-z0-9_]*")
+_NAME_RE = re.compile(r"/?[A-Za-z~][A-Za-z0-9_]*(/[A-Za-z][A-Za-z0-9_]*)*")
 _TOPIC_KEYS = {
     "topic",
     "from",
@@ -144,23 +144,27 @@ def _topic(source: str, index: int, item: Any) -> TopicSpec:
     if unknown:
         raise TopicConfigError(f"{where}: unknown keys {sorted(map(str, unknown))}")
     topic = item.get("topic")
-    if not isinstance(topic, str) or not _NAME_RE.match(topic):
+    if not isinstance(topic, str) or not _NAME_RE.fullmatch(topic):
         raise TopicConfigError(f"{where}: 'topic' must be a ROS topic name, got {topic!r}")
     where = f"{source}: topic {topic}"
     sender = item.get("from")
     if sender not in ROLES:
         raise TopicConfigError(f"{where}: 'from' must be leader or follower, got {sender!r}")
     ros_type = item.get("type")
-    if not isinstance(ros_type, str) or not _TYPE_RE.match(ros_type):
+    if not isinstance(ros_type, str) or not _TYPE_RE.fullmatch(ros_type):
         raise TopicConfigError(f"{where}: 'type' must look like pkg/msg/Type, got {ros_type!r}")
     remote = item.get("remote", topic.lstrip("/"))
-    if not isinstance(remote, str) or not _NAME_RE.match(remote) or remote.startswith(("/", "~")):
+    if (
+        not isinstance(remote, str)
+        or not _NAME_RE.fullmatch(remote)
+        or remote.startswith(("/", "~"))
+    ):
         raise TopicConfigError(f"{where}: 'remote' must be a relative topic name, got {remote!r}")
     if topic.startswith("~"):
         raise TopicConfigError(f"{where}: private (~) topics cannot cross")
     publish_as = item.get("publish_as")
     if publish_as is not None and (
-        not isinstance(publish_as, str) or not _NAME_RE.match(publish_as)
+        not isinstance(publish_as, str) or not _NAME_RE.fullmatch(publish_as)
     ):
         raise TopicConfigError(f"{where}: 'publish_as' must be a topic name, got {publish_as!r}")
     delivery = item.get("delivery", "latest")

@@ -55,7 +55,7 @@ DEFAULT_PERMISSIONS: dict[str, frozenset[str]] = {
     "chime": frozenset({MODERATORS}),
 }
 
-_JID_RE = re.compile(r"^[^@/\s]+@[^@/\s]+$")
+_JID_RE = re.compile(r"[^@/\s]+@[^@/\s]+")
 _CONTROL_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
@@ -139,7 +139,7 @@ def parse(body: str, names: tuple[str, ...], channel: str) -> Parsed | None:
         if _CONTROL_RE.search(arg):
             return Parsed(error="note has control characters")
     elif name == "log":
-        if arg and not (arg.isdigit() and 1 <= int(arg) <= 10_000):
+        if arg and not (arg.isascii() and arg.isdigit() and 1 <= int(arg) <= 10_000):
             return Parsed(error=f"log takes a number of entries, 1..{LOG_MAX}: log 20")
     elif arg:
         return Parsed(error=f"{name} takes no argument")
@@ -202,7 +202,7 @@ class Permissions:
                 )
             tokens = frozenset(t.strip().lower() for t in who.split(",") if t.strip())
             for t in tokens:
-                if t not in (ANYONE, MODERATORS, "nobody") and not _JID_RE.match(t):
+                if t not in (ANYONE, MODERATORS, "nobody") and not _JID_RE.fullmatch(t):
                     raise PermissionError_(
                         f"permission {part!r}: {t!r} is not anyone, moderators, nobody or a "
                         "bare JID"

@@ -23,10 +23,10 @@ MAX_TXT_KEYS = 32
 #: XEP-0174 status values
 STATUSES = ("avail", "away", "dnd")
 ROLES = ("leader", "follower")
-_INSTANCE_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,64}@[A-Za-z0-9_.\-]{1,63}$")
-_LAN_ROOM_RE = re.compile(r"^[a-z0-9_.\-]{1,63}$")
-_KEY_RE = re.compile(r"^[0-9a-f]{12}$")
-_ROBOT_RE = re.compile(r"^[A-Za-z0-9_.\-]{0,64}$")
+_INSTANCE_RE = re.compile(r"[A-Za-z0-9_.\-]{1,64}@[A-Za-z0-9_.\-]{1,63}")
+_LAN_ROOM_RE = re.compile(r"[a-z0-9_.\-]{1,63}")
+_KEY_RE = re.compile(r"[0-9a-f]{12}")
+_ROBOT_RE = re.compile(r"[A-Za-z0-9_.\-]{0,64}")
 _TEXT_MAX = 128
 
 
@@ -40,7 +40,7 @@ class TxtError(ValueError):
 
 def check_instance(name: str) -> str:
     """XEP-0174 instance names are ``user@machine``; ours are also valid JIDs."""
-    if not _INSTANCE_RE.match(name):
+    if not _INSTANCE_RE.fullmatch(name):
         raise TxtError("bad_name", f"instance name {name!r} is not user@machine")
     return name
 
@@ -48,7 +48,7 @@ def check_instance(name: str) -> str:
 def check_lan_room(name: str) -> str:
     """A LAN "room" name: keeps two teleoperation pairs on one network apart."""
     n = name.strip().lower()
-    if not _LAN_ROOM_RE.match(n):
+    if not _LAN_ROOM_RE.fullmatch(n):
         raise ValueError(f"LAN room name {name!r}: use 1-63 of a-z 0-9 _ . -")
     return n
 
@@ -133,16 +133,16 @@ def parse_presence(instance: str, port: int, raw: dict[bytes, bytes | None]) -> 
     role = props.get("jt.role", "")
     key = props.get("jt.key", "")
     robot = props.get("jt.robot", "")
-    if not _LAN_ROOM_RE.match(room):
+    if not _LAN_ROOM_RE.fullmatch(room):
         raise TxtError("txt_malformed", f"jt.room {room[:70]!r}")
     if role not in ROLES:
         raise TxtError("txt_malformed", f"jt.role {role[:20]!r}")
-    if not _KEY_RE.match(key):
+    if not _KEY_RE.fullmatch(key):
         raise TxtError("txt_malformed", f"jt.key {key[:20]!r} is not 12 hex digits")
-    if not _ROBOT_RE.match(robot):
+    if not _ROBOT_RE.fullmatch(robot):
         raise TxtError("txt_malformed", f"jt.robot {robot[:70]!r}")
     muc = props.get("jt.muc", "")
-    if not _ROBOT_RE.match(muc):
+    if not _ROBOT_RE.fullmatch(muc):
         raise TxtError("txt_malformed", f"jt.muc {muc[:70]!r}")
     return LanPresence(
         instance=instance,

@@ -47,8 +47,8 @@ from .budget import BoundedQueue, LatestSlots, QueueFull
 log = logging.getLogger(__name__)
 
 SignalCallback = Callable[[str, dict[str, Any]], None]
-_EPOCH_RE = re.compile(r"^[0-9a-f]{1,16}$")
-_INT_RE = re.compile(r"^[0-9]{1,20}$")
+_EPOCH_RE = re.compile(r"[0-9a-f]{1,16}")
+_INT_RE = re.compile(r"[0-9]{1,20}")
 
 
 @dataclass
@@ -468,8 +468,12 @@ class MucLink(Link):
     def _receive_acks(self, msg: Message) -> None:
         for ack in msg["teleop_acks"]:
             e, ch, n = ack["e"], ack["s"], ack["n"]
-            if e != self.epoch or not _INT_RE.match(n) or not (ch == "sig" or _INT_RE.match(ch)):
-                if e != self.epoch and _EPOCH_RE.match(e or ""):
+            if (
+                e != self.epoch
+                or not _INT_RE.fullmatch(n)
+                or not (ch == "sig" or _INT_RE.fullmatch(ch))
+            ):
+                if e != self.epoch and _EPOCH_RE.fullmatch(e or ""):
                     continue  # an ack for a previous link instance of ours: harmless
                 self._stats.invalid += 1
                 continue
@@ -565,10 +569,10 @@ class MucLink(Link):
         fr = msg["teleop_frame"]
         s, n, k, e, data = fr["s"], fr["n"], fr["k"], fr["e"], fr["data"]
         if not (
-            _INT_RE.match(s)
-            and _INT_RE.match(n)
+            _INT_RE.fullmatch(s)
+            and _INT_RE.fullmatch(n)
             and k in ("l", "r")
-            and _EPOCH_RE.match(e)
+            and _EPOCH_RE.fullmatch(e)
             and int(s) <= 0xFFFF
         ):
             self._stats.invalid += 1
@@ -604,7 +608,10 @@ class MucLink(Link):
     def _receive_signal(self, nick: str, msg: Message) -> None:
         sig = msg["teleop_signal"]
         e, n, text = sig["e"], sig["n"], sig["json"]
-        if not (_EPOCH_RE.match(e) and _INT_RE.match(n)) or len(text) > self.max_signal_bytes:
+        if (
+            not (_EPOCH_RE.fullmatch(e) and _INT_RE.fullmatch(n))
+            or len(text) > self.max_signal_bytes
+        ):
             self._stats.invalid += 1
             return
         try:

@@ -71,8 +71,8 @@ ACCEPTED_VERSIONS = (1, 2)
 MAX_CANDIDATES = 32
 MAX_CANDIDATE_TEXT = 160
 CANDIDATE_TYPES = ("host", "srflx", "prflx", "relay")
-_FOUNDATION_RE = re.compile(r"^[A-Za-z0-9+/]{1,32}$")
-_TOKEN_RE = re.compile(r"^[A-Za-z0-9+/=_\-]{1,256}$")
+_FOUNDATION_RE = re.compile(r"[A-Za-z0-9+/]{1,32}")
+_TOKEN_RE = re.compile(r"[A-Za-z0-9+/=_\-]{1,256}")
 
 #: (host, port) -> (host, port) to advertise; tests point candidates through the relay
 AddressMap = Callable[[str, int], tuple[str, int]]
@@ -206,7 +206,7 @@ class P2PDescription:
 
 def _check_ice(d: dict[str, Any]) -> None:
     for k in ("ufrag", "pwd"):
-        if not isinstance(d[k], str) or not _TOKEN_RE.match(d[k]):
+        if not isinstance(d[k], str) or not _TOKEN_RE.fullmatch(d[k]):
             raise DescriptionError(f"description field {k} is not a valid ICE token")
     cands = d["candidates"]
     if not isinstance(cands, list) or not 1 <= len(cands) <= MAX_CANDIDATES:
@@ -230,7 +230,7 @@ def parse_candidate(text: object, index: int = 0) -> aioice.Candidate:
             raise ValueError
         if parts[6] != "typ" or parts[7] not in CANDIDATE_TYPES:
             raise ValueError
-        if not _FOUNDATION_RE.match(parts[0]):
+        if not _FOUNDATION_RE.fullmatch(parts[0]):
             raise ValueError
         priority = int(parts[3])
         if not 1 <= priority <= 0xFFFFFFFF or not parts[3].isdigit():

@@ -8,10 +8,10 @@ from dataclasses import dataclass, field
 
 from .account import Account
 
-_NICK_RE = re.compile(r"^[0-9a-f]{8}$")
-_ROOM_RE = re.compile(r"^[^\s@/\"&'<>:]{1,256}$")
-_KEY_RE = re.compile(r"^[0-9a-f]{0,64}$")
-_ROBOT_RE = re.compile(r"^[A-Za-z0-9_.\-]{0,64}$")
+_NICK_RE = re.compile(r"[0-9a-f]{8}")
+_ROOM_RE = re.compile(r"[^\s@/\"&'<>:]{1,256}")
+_KEY_RE = re.compile(r"[0-9a-f]{0,64}")
+_ROBOT_RE = re.compile(r"[A-Za-z0-9_.\-]{0,64}")
 
 
 def new_nick() -> str:
@@ -138,7 +138,7 @@ class RoomConfig:
 
     def __post_init__(self) -> None:
         self.room = self.room.strip().lower()
-        if not _ROOM_RE.match(self.room):
+        if not _ROOM_RE.fullmatch(self.room):
             raise ValueError(f"invalid room name {self.room!r}")
         if self.account is not None:
             if not self.domain:
@@ -162,14 +162,14 @@ class RoomConfig:
             raise ValueError(f"bosh_wait must be 1..3600 s: {self.bosh_wait!r}")
         if self.websocket_url and not self.websocket_url.startswith(("ws://", "wss://")):
             raise ValueError(f"websocket_url must be ws:// or wss://: {self.websocket_url!r}")
-        if not _NICK_RE.match(self.nick):
+        if not _NICK_RE.fullmatch(self.nick):
             raise ValueError(f"nick must be 8 lower-case hex digits: {self.nick!r}")
         if self.teleop_role is not None and self.teleop_role not in ("leader", "follower"):
             raise ValueError(f"teleop_role must be leader, follower or None: {self.teleop_role!r}")
         # the same rules peers apply to our presence (stanzas.TeleopPresence.validate)
-        if not _KEY_RE.match(self.key_id):
+        if not _KEY_RE.fullmatch(self.key_id):
             raise ValueError(f"key_id must be up to 64 lower-case hex digits: {self.key_id!r}")
-        if not _ROBOT_RE.match(self.robot):
+        if not _ROBOT_RE.fullmatch(self.robot):
             raise ValueError(f"robot must be up to 64 of [A-Za-z0-9_.-]: {self.robot!r}")
 
     @property

@@ -71,7 +71,11 @@ class MeetingUrl:
 
 def parse_meeting_url(url: str) -> MeetingUrl:
     """``https://meet.example.org/[tenant/]MyRoom`` -> base URL, room name, tenant."""
-    parts = urlsplit(url.strip())
+    try:
+        parts = urlsplit(url.strip())
+        parts.port  # noqa: B018 (urllib checks the port only when asked)
+    except ValueError as e:  # e.g. "Invalid IPv6 URL" for an unbalanced '['
+        raise DiscoveryError(f"not a meeting URL ({e}): {url!r}") from None
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise DiscoveryError(f"not a meeting URL (http/https): {url!r}")
     segments = [unquote(s) for s in parts.path.split("/") if s]
@@ -187,10 +191,17 @@ def settings_from_config_js(meeting_url: str, text: str) -> JitsiSettings:
     """Combine a meeting URL and its config.js text into JitsiSettings (pure)."""
     meeting = parse_meeting_url(meeting_url)
     values = parse_config_js(text, meeting.tenant)
-    host = urlsplit(meeting.base).hostname or ""
     domain = values.get("domain") or ""
     if not domain:
         raise DiscoveryError("config.js does not set hosts.domain")
+    try:
+        return _settings(meeting, values, domain)
+    except ValueError as e:  # a URL in config.js that urllib refuses
+        raise DiscoveryError(f"config.js: {e}") from None
+
+
+def _settings(meeting: MeetingUrl, values: dict[str, str], domain: str) -> JitsiSettings:
+    host = urlsplit(meeting.base).hostname or ""
     muc = values.get("muc") or f"conference.{domain}"
     focus = values.get("focus") or f"focus.{domain}"
     ws = values.get("websocket")

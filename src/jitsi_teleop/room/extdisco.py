@@ -77,7 +77,7 @@ class ExtDiscoCredentials(ElementBase):
     interfaces: set[str] = set()
 
 
-_HOST_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9.\-]{0,251}[A-Za-z0-9])?$")
+_HOST_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.\-]{0,251}[A-Za-z0-9])?")
 ICE_TYPES = ("stun", "stuns", "turn", "turns")
 MAX_SERVICES = 16
 
@@ -100,7 +100,7 @@ def _check_host(host: str) -> bool:
         ipaddress.ip_address(host)
         return True
     except ValueError:
-        return bool(_HOST_RE.match(host))
+        return bool(_HOST_RE.fullmatch(host))
 
 
 def service_to_ice(svc: ExternalService) -> IceServer | None:

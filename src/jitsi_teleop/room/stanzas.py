@@ -25,8 +25,8 @@ NS_MUC_OWNER = "http://jabber.org/protocol/muc#owner"
 NS_DATA = "jabber:x:data"
 
 TELEOP_ROLES = ("leader", "follower")
-_ROBOT_RE = re.compile(r"^[A-Za-z0-9_.\-]{0,64}$")
-_KEY_RE = re.compile(r"^[0-9a-f]{0,64}$")
+_ROBOT_RE = re.compile(r"[A-Za-z0-9_.\-]{0,64}")
+_KEY_RE = re.compile(r"[0-9a-f]{0,64}")
 
 
 class TeleopPresence(ElementBase):
@@ -47,9 +47,9 @@ class TeleopPresence(ElementBase):
             return f"unsupported version {self['v']!r}"
         if self["role"] not in TELEOP_ROLES:
             return f"bad role {self['role'][:20]!r}"
-        if not _ROBOT_RE.match(self["robot"]):
+        if not _ROBOT_RE.fullmatch(self["robot"]):
             return "bad robot name"
-        if not _KEY_RE.match(self["key"]):
+        if not _KEY_RE.fullmatch(self["key"]):
             return "bad key id"
         return None
 

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-_RIHS01 = re.compile(r"^RIHS01_[0-9a-f]{64}$")
+_RIHS01 = re.compile(r"RIHS01_[0-9a-f]{64}")
 
 
 def endpoint_type_hash(info: Any) -> str | None:
@@ -27,7 +27,7 @@ def endpoint_type_hash(info: Any) -> str | None:
     if value is None:
         return None
     text = str(value)
-    return text if _RIHS01.match(text) else None
+    return text if _RIHS01.fullmatch(text) else None
 
 
 def graph_has_type_hashes(info_class: Any = None) -> bool:

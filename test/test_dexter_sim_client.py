@@ -730,6 +730,46 @@ async def test_robot_restart_reconnects(tcp_port: int) -> None:
         await sim.stop()
 
 
+async def test_link_listeners_hear_the_loss_and_the_return_after_a_fresh_state(
+    tcp_port: int,
+) -> None:
+    """A controller holds on ``False`` and re-syncs on ``True``: by then the robot's state has
+    been re-read (the handshake `g`), and a restarted robot reports where it booted."""
+    sim = DexterSim(SimConfig(port=tcp_port, rate=0.0, start_q=BENT))
+    await sim.start()
+    client = DexterClient("127.0.0.1", tcp_port, FAST)
+    events: list[tuple[bool, tuple[float, ...] | None]] = []
+
+    def on_link(up: bool) -> None:
+        latest = client.latest.measured_angles if client.latest else None
+        events.append((up, latest))
+
+    client.add_link_listener(on_link)
+    await client.start()
+    try:
+        assert events and events[0][0] is True
+        await sim.stop()
+        with pytest.raises(DexterConnectionError):
+            await client.status()
+            await client.status()
+        assert [up for up, _ in events] == [True, False]
+        sim = DexterSim(SimConfig(port=tcp_port, rate=0.0))  # boots at zero this time
+        await sim.start()
+
+        async def back() -> bool:
+            return len(events) == 3
+
+        await eventually(back)
+        up, seen = events[2]
+        assert up and seen is not None
+        np.testing.assert_allclose(seen, (0.0,) * 5, atol=1e-9)  # the new pose, read already
+        client.remove_link_listener(on_link)
+    finally:
+        await client.stop()
+        await sim.stop()
+    assert len(events) == 3  # a listener removed hears nothing more
+
+
 async def test_request_when_not_connected_is_immediate_error() -> None:
     client = DexterClient("127.0.0.1", free_tcp_port(), FAST)
     with pytest.raises(DexterConnectionError, match="not connected"):

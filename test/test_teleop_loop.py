@@ -259,3 +259,45 @@ def test_control_modules_stay_pure() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-1000:]
+
+
+def test_follower_holds_on_stale_measurements_and_resyncs_to_the_robot() -> None:
+    """The arm's own state stops (robot link down): hold; the first state read after the
+    loss re-syncs the command to where the arm really is, and not an older one."""
+    from jitsi_teleop.teleop.loop import FollowerControl, LeaderState
+
+    q0 = np.array(Q0)
+    fc = FollowerControl(SafetyConfig.hdi())
+    timeout = fc.safety.config.measurement_timeout_s
+    t, dt = 0.0, 0.01
+    for _ in range(100):
+        fc.on_leader_state(LeaderState(t, tuple(q0 + 0.1), 0.0), t)
+        fc.tick(t, q0, np.zeros(5), measured_at=t)
+        t += dt
+    last_q_at = t - dt
+    for _ in range(100):  # measurements stop; the leader goes on
+        fc.on_leader_state(LeaderState(t, tuple(q0 + 0.3), 0.0), t)
+        tick = fc.tick(t, q0, np.zeros(5), measured_at=last_q_at)
+        if t - last_q_at > timeout:
+            assert fc.robot_down and tick.command.state is SafetyState.HOLDING
+        t += dt
+    # the driver reports the loss itself: an old measurement must not re-sync
+    fc.robot_lost(t)
+    fc.tick(t, q0, np.zeros(5), measured_at=t - 0.05)
+    assert fc.robot_down
+    back = q0 - 0.2  # the robot rebooted elsewhere
+    fc.on_leader_state(LeaderState(t, tuple(q0 + 0.3), 0.0), t)
+    tick = fc.tick(t + dt, back, np.zeros(5), measured_at=t + dt)
+    assert not fc.robot_down
+    assert np.max(np.abs(tick.command.command - back)) <= fc.safety.config.resume_velocity * dt
+
+
+def test_follower_without_measurement_times_behaves_as_before() -> None:
+    from jitsi_teleop.teleop.loop import FollowerControl, LeaderState
+
+    fc = FollowerControl(SafetyConfig.hdi())
+    for k in range(100):
+        t = k * 0.01
+        fc.on_leader_state(LeaderState(t, tuple(np.array(Q0) + 0.1), 0.0), t)
+        fc.tick(t, Q0, np.zeros(5))
+    assert not fc.robot_down

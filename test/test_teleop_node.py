@@ -7,6 +7,7 @@ teleop node reads the other site's topics under its ``peer_prefix``.
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -18,7 +19,7 @@ import pytest
 
 rclpy = pytest.importorskip("rclpy", reason="needs rclpy (ROS wheels or a ROS 2 install)")
 
-from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus  # noqa: E402
 from geometry_msgs.msg import WrenchStamped  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
@@ -129,6 +130,7 @@ def sites() -> Iterator[TwoSites]:
             # six nodes and two simulators share one Python process (one GIL) here, so
             # callbacks can be late by more than the 0.15 s default lease
             Parameter("command_timeout", value=0.5),
+            Parameter("state_timeout", value=0.5),  # the driver's joint_states: same reason
             *common,
         ],
     )
@@ -306,3 +308,52 @@ def test_the_shipped_parameter_file_sets_declared_parameters_only(role: str) -> 
             node.destroy_node()
     finally:
         rclpy.shutdown(context=context)
+
+
+def _values(node: TeleopNode) -> dict[str, str]:
+    return {kv.key: kv.value for kv in node.diagnostic_status().values}
+
+
+def test_follower_holds_while_its_robot_is_down_and_resyncs_where_it_restarted(
+    sites: TwoSites,
+) -> None:
+    """The follower's Dexter dies mid-teleoperation and comes back at another pose: the
+    follower holds and sends nothing meanwhile, and once the driver has reconnected its first
+    command is where the arm really is (no jump back to the old target), then it catches up."""
+    from rclpy.qos import qos_profile_sensor_data
+    from sensor_msgs.msg import JointState
+
+    s = sites
+    commands: list[tuple[float, np.ndarray]] = []
+    s.probe.create_subscription(
+        JointState,
+        "/site_b/joint_command",
+        lambda m: commands.append((time.monotonic(), np.asarray(m.position, float))),
+        qos_profile_sensor_data,  # best effort, as the driver's input
+    )
+    port = s.follower_sim.port
+    s.loop.run(s.follower_sim.stop())  # the robot loses power
+    assert s.wait_for(lambda: _values(s.follower)["robot_down"] == "True")
+    assert s.follower.diagnostic_status().level == DiagnosticStatus.ERROR
+    down_at = time.monotonic()
+    _move_hand(s, (0.05, 0.0, -0.03))  # the leader goes on meanwhile
+    time.sleep(1.0)
+    assert not [t for t, _ in commands if t > down_at + 0.1], "commanded a dead robot"
+    rebooted = (0.15, 0.1, 1.0, 0.2, -0.1)
+    new_sim = DexterSim(SimConfig(port=port, start_q=rebooted))
+    s.loop.run(new_sim.start())
+    try:
+        back_at = time.monotonic()
+        ok = s.wait_for(lambda: any(t > back_at for t, _ in commands), 15.0)
+        assert ok, (len(commands), _values(s.follower), s.angles(new_sim))
+        first = next(q for t, q in commands if t > back_at)
+        assert np.max(np.abs(first - np.asarray(rebooted))) < 0.02  # where the arm is
+        assert int(_values(s.follower)["resyncs"]) >= 1
+        assert s.wait_for(
+            lambda: np.allclose(s.angles(new_sim), s.angles(s.leader_sim), atol=0.02), 15.0
+        )
+        resumed = [q for t, q in commands if t > back_at]
+        steps = [np.max(np.abs(b - a)) for a, b in itertools.pairwise(resumed)]
+        assert max(steps) < 0.05  # 1 rad/s x the filter's 50 ms integration cap
+    finally:
+        s.loop.run(new_sim.stop())

@@ -279,3 +279,96 @@ def test_first_update_needs_a_measurement() -> None:
 def test_invalid_configs_refused(kwargs: dict) -> None:
     with pytest.raises(ValueError):
         SafetyConfig.hdi(**kwargs)
+
+
+# -- robot link lost and back (issue 18, part 3) ------------------------------------------------
+
+
+def _track(f: SafetyFilter, t: float, until: float, target: np.ndarray, q: np.ndarray) -> float:
+    while t < until:
+        assert f.accept(target, t) is Verdict.ACCEPTED
+        f.update(t, q)
+        t += DT
+    return t
+
+
+def test_robot_lost_freezes_the_reference_whatever_the_leader_does() -> None:
+    f = make()
+    t = _track(f, 0.0, 0.5, Q0 + 0.2, Q0)
+    f.robot_lost()
+    frozen = f.update(t, Q0).command
+    assert f.state is SafetyState.HOLDING and f.robot_down
+    for _ in range(200):  # the leader keeps moving far away: accepted, but nothing tracks it
+        t += DT
+        assert f.accept(Q0 + 0.5, t) is Verdict.ACCEPTED
+        out = f.update(t, Q0)
+        assert out.state is SafetyState.HOLDING
+        np.testing.assert_array_equal(out.command, frozen)
+        assert not np.any(out.velocity)
+    assert f.counters.robot_holds == 1
+
+
+def test_resync_restarts_at_the_measured_pose_and_ramps_to_the_leader() -> None:
+    """A restarted robot is elsewhere: the first command is where it is, not the old target,
+    and the reference then moves no faster than the resume velocity until caught up."""
+    f = make()
+    t = _track(f, 0.0, 1.0, Q0 + 0.2, Q0)
+    f.robot_lost()
+    rebooted = Q0 - 0.25  # the robot came back at another pose
+    t += 2.0
+    assert f.accept(Q0 + 0.2, t) is Verdict.ACCEPTED  # the leader is still there, fresh
+    assert f.resync(rebooted, t)
+    assert not f.robot_down and f.state is SafetyState.TRACKING
+    out = f.update(t, rebooted)
+    np.testing.assert_allclose(out.command, rebooted, atol=1e-12)
+    prev = out.command
+    for _ in range(2000):
+        t += DT
+        f.accept(Q0 + 0.2, t)
+        out = f.update(t, rebooted)
+        step = np.max(np.abs(out.command - prev))
+        far = np.max(np.abs(prev - (Q0 + 0.2))) > f.config.resume_tolerance
+        vmax = f.config.resume_velocity if far else f.config.max_velocity
+        assert step <= vmax * DT + 1e-9
+        prev = out.command
+    np.testing.assert_allclose(out.command, Q0 + 0.2, atol=1e-6)  # caught up with the leader
+    assert f.counters.resyncs == 1
+
+
+def test_resync_without_a_fresh_leader_holds_at_the_measured_pose() -> None:
+    f = make()
+    t = _track(f, 0.0, 0.2, Q0 + 0.1, Q0)
+    f.robot_lost()
+    t += 5.0  # the leader stopped too meanwhile
+    assert f.resync(Q0 - 0.1, t)
+    assert f.state is SafetyState.HOLDING
+    for _ in range(50):
+        t += DT
+        out = f.update(t, Q0 - 0.1)
+    np.testing.assert_allclose(out.command, Q0 - 0.1, atol=1e-12)
+
+
+def test_resync_keeps_a_latched_estop() -> None:
+    f = make()
+    t = _track(f, 0.0, 0.2, Q0 + 0.1, Q0)
+    f.estop("operator")
+    f.robot_lost()
+    assert f.resync(Q0 + 0.05, t)
+    assert f.state is SafetyState.ESTOP
+    assert f.accept(Q0, t) is Verdict.ESTOPPED
+    np.testing.assert_allclose(f.update(t + DT, Q0 + 0.05).command, Q0 + 0.05)
+
+
+@pytest.mark.parametrize("bad", [[np.nan, 0, 0, 0, 0], [0.0, 0.0], [np.inf] * 5])
+def test_resync_refuses_a_malformed_measurement_and_stays_held(bad: list[float]) -> None:
+    f = make()
+    t = _track(f, 0.0, 0.2, Q0 + 0.1, Q0)
+    f.robot_lost()
+    assert not f.resync(bad, t)
+    assert f.robot_down and f.state is SafetyState.HOLDING
+
+
+@pytest.mark.parametrize("bad", [0.0, -0.1])
+def test_measurement_timeout_must_be_positive(bad: float) -> None:
+    with pytest.raises(ValueError, match="measurement_timeout_s"):
+        SafetyConfig.hdi(measurement_timeout_s=bad)

@@ -57,6 +57,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 StatusListener = Callable[[DexterStatus], None]
+#: called with True when a connection's handshake is answered, False when a live one is lost
+LinkListener = Callable[[bool], None]
 _INT32_MAX = 2**31 - 1
 #: `S JnForce` values are FPGA S19 registers
 FORCE_MIN, FORCE_MAX = -(2**18), 2**18 - 1
@@ -94,7 +96,9 @@ class ClientConfig:
     heartbeat_s: float = 5.0  #: a `g` after this much silence (robot drops idle sockets at 30 s)
     poll_hz: float = 0.0  #: status polling rate; 0 = no polling (heartbeat only)
     reconnect_min_s: float = 0.1  #: backoff after the first failure ...
-    reconnect_max_s: float = 5.0  #: ... doubling up to this
+    #: ... doubling up to this: a connect attempt to a robot on the LAN costs nothing, and this
+    #: bounds how long after the robot is back the driver still waits (bench/faults.py robot)
+    reconnect_max_s: float = 1.0
     job_id: int = 1  #: job id put in every request header
     limits: tuple[tuple[float, float], ...] = JOINT_LIMITS_RAD  #: J1..J5, rad
     interpolation: tuple[int, ...] = HDI_INTERPOLATION  #: J4/J5 DELTA scaling (HD: 1,1,1,16,16)
@@ -140,6 +144,7 @@ class DexterClient:
         self.latest: DexterStatus | None = None
         self.last_error: BaseException | None = None
         self._listeners: list[StatusListener] = []
+        self._link_listeners: list[LinkListener] = []
         self._lock = asyncio.Lock()  # one request in flight
         self._motion_lock = asyncio.Lock()  # the `a` base / `P` offset bookkeeping
         self._conn: _Conn | None = None
@@ -212,6 +217,23 @@ class DexterClient:
     def remove_status_listener(self, callback: StatusListener) -> None:
         with contextlib.suppress(ValueError):
             self._listeners.remove(callback)
+
+    def add_link_listener(self, callback: LinkListener) -> None:
+        """``callback(up)`` runs in the event loop when the link comes up (handshake answered:
+        the robot's state has just been re-read) or a live link is lost, so a controller can
+        hold at once and re-sync to the robot's real pose before commanding it again."""
+        self._link_listeners.append(callback)
+
+    def remove_link_listener(self, callback: LinkListener) -> None:
+        with contextlib.suppress(ValueError):
+            self._link_listeners.remove(callback)
+
+    def _notify_link(self, up: bool) -> None:
+        for cb in list(self._link_listeners):
+            try:
+                cb(up)
+            except Exception:
+                log.exception("link listener %r failed", cb)
 
     # -- requests ---------------------------------------------------------------------------
 
@@ -404,9 +426,12 @@ class DexterClient:
         conn[1].close()
         if self._conn is conn:
             log.debug("dropping connection to %s:%s: %s", self.host, self.port, reason)
+            was_up = self.connected
             self._conn = None
             self._connected.clear()
             self._lost.set()
+            if was_up:
+                self._notify_link(False)
 
     async def _supervise(self) -> None:
         """Connect, verify with a `g`, wait for loss, back off, repeat."""
@@ -450,6 +475,7 @@ class DexterClient:
         self._forces_sent = [None] * JOINT_COUNT  # ... and resend every force
         self._connected.set()
         log.info("connected to Dexter at %s:%s", self.host, self.port)
+        self._notify_link(True)
 
     async def _keepalive(self) -> None:
         """Poll `g` at ``poll_hz`` (deadline-paced), else a `g` after ``heartbeat_s`` of silence."""

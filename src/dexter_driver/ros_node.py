@@ -251,7 +251,10 @@ class DexterDriverNode(Node):
             self._wake.clear()
             try:
                 if not self.client.connected:
+                    # a target for a dead link is stale by the time it returns: drop it (the
+                    # teleop holds meanwhile and re-syncs to the state read after reconnecting)
                     self._mode_ready = False
+                    self._pending_target = None
                     continue
                 if not self._mode_ready:
                     await self._enter_mode()
@@ -287,6 +290,7 @@ class DexterDriverNode(Node):
                 self._wake.set()
             if not self.client.connected:
                 self._mode_ready = False  # a reconnected robot must be put in our mode again
+                self._pending_target = None  # never replay a target queued while it was down
             elif not self._mode_ready and self.params.mode != "monitor":
                 self._wake.set()
 

@@ -62,6 +62,7 @@ class TeleopParams:
     rate_hz: float
     joint_names: tuple[str, ...]
     timeout_s: float
+    state_timeout_s: float
     max_velocity: float
     max_acceleration: float
     max_deviation: float | None
@@ -112,6 +113,7 @@ class TeleopNode(Node):
         self.params = p = self._declare()
         peer = p.peer_prefix.rstrip("/")
         self._q: np.ndarray | None = None
+        self._q_at = 0.0  #: when the own driver's joint_states last arrived (node clock, s)
         self._servo_torque = np.zeros(len(p.joint_names))
         self._peer_energy = 0.0
         self._last: dict[str, float] = {}
@@ -132,6 +134,7 @@ class TeleopNode(Node):
                     max_velocity=p.max_velocity,
                     max_acceleration=p.max_acceleration,
                     timeout_s=p.timeout_s,
+                    measurement_timeout_s=p.state_timeout_s,
                     max_deviation=p.max_deviation,
                 ),
                 InterpolatorConfig(playout_delay_s=p.playout_delay_s),
@@ -189,6 +192,16 @@ class TeleopNode(Node):
             joint_names=tuple(names),
             timeout_s=float(
                 d("command_timeout", 0.15, _desc("s without a fresh leader state: hold")).value
+            ),
+            state_timeout_s=float(
+                d(
+                    "state_timeout",
+                    0.2,
+                    _desc(
+                        "s without the own driver's joint_states (robot link down): hold, send "
+                        "nothing, re-sync to the measured pose when they return"
+                    ),
+                ).value
             ),
             max_velocity=float(d("max_velocity", 1.0, _desc("rad/s, follower")).value),
             max_acceleration=float(d("max_acceleration", 8.0, _desc("rad/s², follower")).value),
@@ -265,6 +278,7 @@ class TeleopNode(Node):
             self._counters["bad_input"] += 1
             return
         self._q = q
+        self._q_at = self._now()
         torque = self._ordered(msg, msg.effort) if msg.effort else None
         self._servo_torque = torque if torque is not None else np.zeros(len(q))
 
@@ -331,8 +345,10 @@ class TeleopNode(Node):
         now, stamp = t.nanoseconds * 1e-9, t.to_msg()
         out = self._out  # the messages are made once; each tick fills in what changes
         if self.params.role == "follower":
-            tick = self.follower.tick(now, self._q, self._servo_torque)
-            if tick.command.state is not SafetyState.IDLE:
+            # joint_states gone stale = the robot link is down: hold, send nothing, and re-sync
+            # to the pose the driver reads after reconnecting (no jump to an old target)
+            tick = self.follower.tick(now, self._q, self._servo_torque, measured_at=self._q_at)
+            if tick.command.state is not SafetyState.IDLE and not self.follower.robot_down:
                 out.command.header.stamp = stamp
                 out.command.position = tick.command.command.tolist()
                 self._pub_command.publish(out.command)
@@ -371,9 +387,15 @@ class TeleopNode(Node):
                 rejected=str(dict(safety.counters.rejected)),
                 holds=str(safety.counters.holds),
                 estops=str(safety.counters.estops),
+                robot_down=str(safety.robot_down),
+                robot_holds=str(safety.counters.robot_holds),
+                resyncs=str(safety.counters.resyncs),
             )
             if state is SafetyState.ESTOP:
                 st.level, st.message = DiagnosticStatus.ERROR, f"e-stopped ({safety.estop_reason})"
+            elif safety.robot_down:
+                st.level = DiagnosticStatus.ERROR
+                st.message = "robot link down (no joint_states): holding, nothing sent"
             elif state is SafetyState.TRACKING:
                 st.level, st.message = DiagnosticStatus.OK, "tracking the leader"
             else:

@@ -244,6 +244,7 @@ class FollowerControl:
         self.port = PortObserver(self.feedback.scale)
         self._vel = _VelocityEstimate()
         self._remote_e_in = 0.0
+        self._down_since = -math.inf
 
     def on_leader_state(self, msg: LeaderState, now: float, authenticated: bool = True) -> Verdict:
         """A leader state arrived: validate it (lease), then queue it for interpolation."""
@@ -258,10 +259,28 @@ class FollowerControl:
                 self._remote_e_in = max(self._remote_e_in, msg.e_in)
         return verdict
 
-    def tick(self, now: float, q: ArrayLike, servo_torque: ArrayLike) -> FollowerTick:
+    def tick(
+        self,
+        now: float,
+        q: ArrayLike,
+        servo_torque: ArrayLike,
+        measured_at: float | None = None,
+    ) -> FollowerTick:
         """``q`` = measured angles, ``servo_torque`` = the driver's joint_states effort
-        (stiffness × DELTA), both J1..J5; returns the command and the feedback to send."""
+        (stiffness × DELTA), both J1..J5; returns the command and the feedback to send.
+
+        ``measured_at`` (same clock as ``now``) is when ``q`` arrived from the robot: older
+        than the safety's ``measurement_timeout_s`` means the robot link is down, and the
+        filter holds (its state is HOLDING and :attr:`robot_down` is true: send nothing);
+        the first fresh ``q`` after that re-syncs the reference to it. None = always fresh.
+        """
         qa = np.asarray(q, dtype=np.float64).reshape(-1)[:5]
+        safety = self.safety
+        if measured_at is not None:
+            if now - measured_at > safety.config.measurement_timeout_s:
+                self.robot_lost(measured_at)
+            elif safety.robot_down and measured_at > self._down_since:
+                safety.resync(qa, now)  # the first state read after the loss
         qd, dt = self._vel.update(now, qa)
         force = tip_force_from_servo_torque(qa, servo_torque, self.links)
         if not np.all(np.isfinite(force)):
@@ -271,11 +290,22 @@ class FollowerControl:
         port_force = shape_force(force, self.feedback, scaled=False)
         tip_v = kinematics.jacobian(qa, self.links)[:3] @ qd
         w = self.port.step(float(-port_force @ tip_v), self._remote_e_in, dt)
-        out = self.safety.update(now, qa, self.interpolator.sample(now))
+        out = safety.update(now, qa, self.interpolator.sample(now))
         fb = FollowerFeedback(
             now, (float(force[0]), float(force[1]), float(force[2])), self.port.e_in
         )
         return FollowerTick(out, fb, w)
+
+    def robot_lost(self, since: float) -> None:
+        """The robot link went down at ``since`` (e.g. the driver reported it): hold now, and
+        re-sync on the first measurement taken after ``since``."""
+        self._down_since = max(self._down_since, since) if self.safety.robot_down else since
+        self.safety.robot_lost()
+
+    @property
+    def robot_down(self) -> bool:
+        """The robot link is down (stale measurements): the command must not be sent."""
+        return self.safety.robot_down
 
 
 # ------------------------------------------------------------------------------------------

@@ -16,6 +16,12 @@ goes quiet. Pure logic, no I/O: the node feeds it commands, measurements and the
   the command. After a hold it resumes at ``resume_velocity`` until it has caught up.
 * **Deviation (optional).** ``max_deviation`` keeps the reference near the measured pose, so a
   blocked follower cannot press harder than servo stiffness × that angle, whatever the leader does.
+* **Robot link.** When the arm's own state stops arriving (the robot link is down: a cut cable,
+  a restarted robot), the reference stops where it is and nothing is tracked, whatever the
+  leader does (:meth:`SafetyFilter.robot_lost`). When the state comes back, the reference
+  restarts at the arm's *measured* pose, which may differ from the last command (a restarted
+  robot is wherever it booted), and resumes toward the leader at ``resume_velocity``
+  (:meth:`SafetyFilter.resync`): never a step to a pose commanded before the outage.
 * **E-stop.** Latches: holds the measured pose (which also relieves a contact force) and ignores
   every command until :meth:`SafetyFilter.reset` is called explicitly, whatever the link does.
   A non-finite measurement latches it too (the filter can no longer know where the arm is).
@@ -87,6 +93,9 @@ class SafetyConfig:
     resume_velocity: float = 0.3  #: rad/s cap after a hold until caught up
     resume_tolerance: float = 0.01  #: rad: "caught up"
     max_step_s: float = 0.05  #: a longer gap between updates is integrated as this much
+    #: the arm's measured state older than this means the robot link is down: hold, and
+    #: re-sync to the measured pose when it returns (used by FollowerControl)
+    measurement_timeout_s: float = 0.2
     #: rad, keep the reference within this of the measured pose (None = off): with servo
     #: stiffness K this bounds the joint torque, hence the force the follower can press with
     max_deviation: float | tuple[float, ...] | None = None
@@ -99,7 +108,13 @@ class SafetyConfig:
             raise ValueError("each joint needs lower + 2 * margin < upper")
         _per_joint(self.max_velocity, n, "max_velocity")
         _per_joint(self.max_acceleration, n, "max_acceleration")
-        for name in ("timeout_s", "brake_acceleration", "resume_velocity", "max_step_s"):
+        for name in (
+            "timeout_s",
+            "brake_acceleration",
+            "resume_velocity",
+            "max_step_s",
+            "measurement_timeout_s",
+        ):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0")
         if self.limit_margin < 0 or self.reject_beyond < 0 or self.resume_tolerance < 0:
@@ -128,6 +143,8 @@ class SafetyCounters:
     rejected: dict[str, int] = field(default_factory=dict)
     holds: int = 0
     estops: int = 0
+    robot_holds: int = 0  #: times the robot link went down (held until re-synced)
+    resyncs: int = 0  #: times the reference restarted at the measured pose
 
     def reject(self, verdict: Verdict) -> Verdict:
         self.rejected[verdict.value] = self.rejected.get(verdict.value, 0) + 1
@@ -165,6 +182,7 @@ class SafetyFilter:
         self._last_fresh: float | None = None
         self._last_update: float | None = None
         self._resuming = False
+        self._robot_down = False
 
     # -- commands ---------------------------------------------------------------------------
 
@@ -209,10 +227,50 @@ class SafetyFilter:
         c.clamped += int(was_clamped)
         self._target = clamped
         self._last_fresh = now
+        if self._robot_down:
+            return Verdict.ACCEPTED  # kept for resync(); nothing moves until the robot is back
         if self.state is not SafetyState.TRACKING:
             self._resuming = True  # from IDLE or HOLDING the leader may be anywhere: go gently
             self.state = SafetyState.TRACKING
         return Verdict.ACCEPTED
+
+    def robot_lost(self) -> None:
+        """The robot link is down: stop the reference where it is and track nothing until
+        :meth:`resync` (a command to an arm nobody hears would only be replayed late)."""
+        if self._robot_down:
+            return
+        self._robot_down = True
+        self.counters.robot_holds += 1
+        self._vel[:] = 0.0
+        if self.state is SafetyState.TRACKING:
+            self.state = SafetyState.HOLDING
+
+    def resync(self, measured: ArrayLike, now: float) -> bool:
+        """The robot link is back: restart the reference at the measured pose (the arm may have
+        moved, or rebooted elsewhere) and resume toward the leader at ``resume_velocity`` if
+        the lease is still fresh. False (nothing changed) for a malformed measurement."""
+        m = np.asarray(measured, dtype=np.float64).reshape(-1)
+        if m.size != self.config.size or not np.all(np.isfinite(m)):
+            return False
+        self._robot_down = False
+        self.counters.resyncs += 1
+        self._vel[:] = 0.0
+        self._ref = np.clip(m, self._lo, self._hi)
+        self._last_update = now  # integrate from here, not across the outage
+        if self.state is SafetyState.ESTOP:
+            return True  # held where the arm really is
+        self._resuming = True
+        fresh = self._last_fresh is not None and now - self._last_fresh <= self.config.timeout_s
+        if fresh and self._target is not None:
+            self.state = SafetyState.TRACKING
+        elif self.state is SafetyState.TRACKING:
+            self.state = SafetyState.HOLDING
+        return True
+
+    @property
+    def robot_down(self) -> bool:
+        """True between :meth:`robot_lost` and :meth:`resync`."""
+        return self._robot_down
 
     def estop(self, reason: str = "e-stop", measured: ArrayLike | None = None) -> None:
         """Latch the e-stop: hold the measured pose (or the reference) until :meth:`reset`."""
@@ -269,7 +327,7 @@ class SafetyFilter:
             self.state = SafetyState.HOLDING
             self.counters.holds += 1
         clamped = False
-        if self.state is SafetyState.ESTOP:
+        if self.state is SafetyState.ESTOP or self._robot_down:
             self._vel[:] = 0.0
         elif self.state is SafetyState.TRACKING and dt > 0:
             goal = self._target
@@ -283,7 +341,12 @@ class SafetyFilter:
                 self._track(goal, dt)
         elif dt > 0:
             self._brake(dt)
-        if self._dev is not None and m is not None and self.state is not SafetyState.ESTOP:
+        if (
+            self._dev is not None
+            and m is not None
+            and self.state is not SafetyState.ESTOP
+            and not self._robot_down
+        ):
             self._limit_deviation(m)
         ref = self._ref
         assert ref is not None

@@ -282,6 +282,7 @@ class Session:
         self._paired_at: float | None = None
         self._fast_at: float | None = None
         self._removed = False  #: kicked; cleared when back in the room
+        self._local_id: str | None = None  #: our address on the carrier (see CarrierUp)
         self._p2p_failed = False  #: the data channel failed once: fail-back needs more probes
         self._offering = False
         self._p2p: P2PLink | None = None
@@ -352,6 +353,7 @@ class Session:
             raise SessionError("start() called twice")
         self._started_at = time.monotonic()
         self._joined_at = getattr(self.room, "joined_at", None) or self._started_at
+        self._local_id = self.carrier.local_id
         if self.config.use_p2p:
             from aiortc import RTCCertificate
 
@@ -596,6 +598,10 @@ class Session:
                 log.warning("removed from the room: rejoining, then pairing again")
         elif isinstance(event, CarrierUp) and event.rejoin and self._pairer is not None:
             removed, self._removed = self._removed, False
+            # back under another address (our old occupant lingers as a ghost after a
+            # connection that died silently, so the nick was taken): the peer cannot know the
+            # newcomer is us until we prove it, so we offer a handshake as after a kick
+            moved, self._local_id = event.local_id != self._local_id, event.local_id
             if removed:  # timings of the pairing that follows count from the rejoin
                 self._restart_timings(getattr(self.room, "joined_at", None))
             if self._peer is not None and not self.carrier.is_present(self._peer):
@@ -603,7 +609,7 @@ class Session:
                     self._forget_peer()
                     return
                 self._peer_left = True
-            if removed and self._cipher is not None:
+            if (removed or moved) and self._cipher is not None:
                 self._pairer.seek(True, self._peer)  # the peer saw us leave: pair again
 
     def _p2p_alive(self) -> bool:
@@ -769,7 +775,10 @@ class Session:
             self._certificate,
             controlling=self.role is Role.LEADER,
         )
-        link.set_receive_callback(lambda n, s, p: self._on_record(PATH_P2P, n, p))
+        # the link is the paired peer's (DTLS with the fingerprints it proved; records sealed
+        # with the session's keys), whatever nick it has now: after it rejoined under a new
+        # nick and paired again, its data channel carries on
+        link.set_receive_callback(lambda _n, s, p: self._on_record(PATH_P2P, self._peer or "", p))
         link.set_state_callback(lambda st, lk=link: self._on_p2p_state(lk, st))
         self._p2p = link
         self._p2p_ok_probes = 0

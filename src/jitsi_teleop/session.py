@@ -1067,10 +1067,12 @@ class Session:
             if e.reason == "wrong_session" and self._old_cipher is not None:
                 with contextlib.suppress(ProtectError):
                     frame = self._old_cipher[0].open(record)
-                    # The previous session's clock probes still help; its data does not: the
-                    # new session restarted sequence numbers (an old latest frame would make
-                    # the new ones look superseded) and resends what was unacknowledged.
-                    if frame.is_control and not frame.reliable:
+                    # The previous session's clock probes still help; its data and its acks
+                    # do not: the new session restarted sequence numbers (an old latest frame
+                    # would make the new ones look superseded, and an old cumulative ack would
+                    # acknowledge renumbered frames the peer never got: they were lost, and
+                    # the peer then waited for them forever) and resends what was unacked.
+                    if frame.is_control and frame.stream_id in (CTRL_PING, CTRL_PONG):
                         return frame
                     self._stats[path].on_drop("old_session")
                     return None

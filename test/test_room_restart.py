@@ -175,6 +175,7 @@ async def test_silent_server_detected_by_ping(fresh_prosody, rooms, room_name):
             key_id="a1",
             ping_interval=0.5,
             ping_timeout=1.0,
+            ping_failures=2,
             connect_timeout=2.0,
         )
     )

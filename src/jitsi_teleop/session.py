@@ -33,7 +33,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import protect, wire
-from .carrier import Carrier, CarrierDown, CarrierEvent, CarrierUp, MemberLeft, PeerChannel
+from .carrier import (
+    Carrier,
+    CarrierDown,
+    CarrierEvent,
+    CarrierUp,
+    MemberJoined,
+    MemberLeft,
+    PeerChannel,
+)
 from .clock import ClockError, ClockEstimator, ClockProber, answer_ping
 from .links.base import FrameTooLarge, Link, LinkBusy, LinkClosed, LinkError
 from .links.p2p import P2PConfig, P2PDescription, P2PLink
@@ -591,6 +599,25 @@ class Session:
                 self._peer_left = True
                 return
             self._forget_peer()
+        elif (
+            isinstance(event, MemberJoined)
+            and self._peer_left
+            and event.claim.peer_id == self._peer
+            and self._pairer is not None
+        ):
+            # Back at the same address while its data channel lived on (the server restarted,
+            # or its connection to it did): the room path works again and the pairing stands,
+            # since every record still has to authenticate with its keys. No new handshake:
+            # a re-pair restarts reliable delivery, and frames the peer got but had not
+            # acknowledged yet would be delivered twice. (Had the peer itself restarted, it
+            # offers a handshake, which is answered as always.)
+            log.info("peer %s is back in the room; keeping the pairing", self._peer)
+            self._peer_left = False
+            if self._pairer.seeking:
+                self._pairer.seek(False, self._peer)
+            # the pairer closed the old channel to this address when it left; once that close
+            # has run (it is scheduled already), open the new one
+            asyncio.get_running_loop().call_soon(self._pairer.refresh)
         elif isinstance(event, CarrierDown):
             if event.removed:
                 self._removed = True

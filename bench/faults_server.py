@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import random
 import sys
 import time
@@ -66,8 +67,17 @@ class Record:
     gaps_over_lease: int = 0
     gaps_over_max_age: int = 0
     stale_delivered: int = 0
+    #: the oldest latest frame delivered (s, true age)
+    max_age_delivered_s: float = 0.0
+    #: gaps over the lease that coincide with an event loop stall (> 50 ms late) at either
+    #: site: the machine, not the network, held the frames back
+    gaps_with_stall: int = 0
+    #: the longest event loop stall at either site (s)
+    max_stall_s: float = 0.0
     #: the session id changed at a site: the two ends paired again (the fast path went on)
     repaired: bool = False
+    #: the machine's 1-minute load average at the fault (two cores, shared with other jobs)
+    load: float = 0.0
     error: str | None = None
 
 
@@ -190,14 +200,22 @@ def _fill(rec: Record, t0: float, ls: dict[str, Any], fs: dict[str, Any], sides)
     for st in (ls, fs):
         rec.path_changes += [f"{st['role']}->{e[2]}" for e in events_after(st, t0, "path")]
         rec.repaired = rec.repaired or bool(events_after(st, t0, "session_id"))
-        gaps = [g for t, g in st["latest"]["long_gaps"] if t >= t0]
+        gaps = [(t, g) for t, g in st["latest"]["long_gaps"] if t >= t0]
         rec.latest_max_gap_s = max(rec.latest_max_gap_s, st["latest"]["max_gap_s"])
-        rec.gaps_over_lease += sum(1 for g in gaps if g > 0.15)
-        rec.gaps_over_max_age += sum(1 for g in gaps if g > 0.25)
+        rec.max_age_delivered_s = max(rec.max_age_delivered_s, st["latest"]["max_age_delivered_s"])
+        rec.gaps_over_lease += sum(1 for _t, g in gaps if g > 0.15)
+        rec.gaps_over_max_age += sum(1 for _t, g in gaps if g > 0.25)
+        stalls = [(e, d) for e, d in ls["stalls"] + fs["stalls"] if e >= t0]
+        rec.max_stall_s = max([rec.max_stall_s, *(d for _e, d in stalls)])
+        rec.gaps_with_stall += sum(
+            1
+            for t, g in gaps
+            if g > 0.15 and any(t - g - 0.05 <= e <= t + 0.05 for e, _d in stalls)
+        )
 
 
 async def one_restart(lab: Lab, n: int, mode: str, timeout: float) -> Record:
-    rec = Record(n, mode)
+    rec = Record(n, mode, load=round(os.getloadavg()[0], 2))
     before = await both_stats(lab, reset_gap=True)
     stale0 = sum(s["latest"]["stale_delivered"] for s in before)
     t0 = time.monotonic()
@@ -217,7 +235,7 @@ async def one_restart(lab: Lab, n: int, mode: str, timeout: float) -> Record:
 
 
 async def one_nat_reboot(lab: Lab, n: int, side: str, timeout: float) -> Record:
-    rec = Record(n, f"nat-reboot {side}")
+    rec = Record(n, f"nat-reboot {side}", load=round(os.getloadavg()[0], 2))
     role = "leader" if side == "a" else "follower"
     before = await both_stats(lab, reset_gap=True)
     stale0 = sum(s["latest"]["stale_delivered"] for s in before)
@@ -286,8 +304,12 @@ def summarize(records: list[Record]) -> dict[str, Any]:
         row["latest_max_gap_s"] = round(max((r.latest_max_gap_s for r in rs), default=0.0), 4)
         row["gaps_over_lease"] = sum(r.gaps_over_lease for r in rs)
         row["gaps_over_max_age"] = sum(r.gaps_over_max_age for r in rs)
+        row["gaps_with_stall"] = sum(r.gaps_with_stall for r in rs)
+        row["max_stall_s"] = round(max((r.max_stall_s for r in rs), default=0.0), 3)
+        row["max_age_delivered_s"] = round(max((r.max_age_delivered_s for r in rs), default=0), 3)
         row["stale_delivered"] = sum(r.stale_delivered for r in rs)
         row["repaired"] = sum(1 for r in rs if r.repaired)
+        row["load_p50_max"] = [_pct([r.load for r in rs], 50), max(r.load for r in rs)]
         out[kind] = row
     return out
 
@@ -371,7 +393,9 @@ def report(section: dict[str, Any]) -> None:
                 len(r["path_changes"]),
                 f"{r['latest_max_gap_s'] * 1e3:.0f}",
                 r["gaps_over_lease"],
+                f"{r['max_stall_s'] * 1e3:.0f}",
                 "yes" if r["repaired"] else "no",
+                f"{r['load']:.1f}",
                 "FAILED" if r["error"] else "ok",
             ]
         )
@@ -386,7 +410,9 @@ def report(section: dict[str, Any]) -> None:
             "path changes",
             "max gap ms",
             "gaps>lease",
+            "stall ms",
             "re-paired",
+            "load",
             "",
         ],
         rows,
@@ -408,7 +434,7 @@ def report(section: dict[str, Any]) -> None:
                 pm("detected_s"),
                 row["path_changes"],
                 f"{row['latest_max_gap_s'] * 1e3:.0f}",
-                row["gaps_over_lease"],
+                f"{row['gaps_over_lease']} ({row['gaps_with_stall']})",
                 row["repaired"],
             ]
         )
@@ -421,7 +447,7 @@ def report(section: dict[str, Any]) -> None:
             "dropped p50/max s",
             "path changes",
             "max gap ms",
-            "gaps>lease",
+            "gaps>lease (with stall)",
             "re-paired",
         ],
         srows,

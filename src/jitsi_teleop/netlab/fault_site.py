@@ -49,6 +49,7 @@ LATEST_MAX_AGE_S = 0.25
 #: gaps between two deliveries of the latest stream longer than this are listed (the teleop
 #: follower's lease, ``command_timeout``, is 0.15 s: a longer gap makes it hold)
 LONG_GAP_S = 0.1
+STALL_S = 0.05
 _SAMPLE = struct.Struct("<Id")  # seq, send monotonic time
 SAMPLE_SIZE = 276  # a JointState's CDR size
 
@@ -93,6 +94,8 @@ class StreamCheck:
     #: (monotonic time of the delivery that ended it, gap in s) for gaps over LONG_GAP_S
     long_gaps: list[tuple[float, float]] = field(default_factory=list)
     stale_delivered: int = 0
+    #: the oldest a latest frame was when delivered (true age: both ends share the clock)
+    max_age_delivered_s: float = 0.0
     next_seq: int = 0
     #: reliable: sequence numbers skipped (lost) and delivered again (duplicates)
     missing: int = 0
@@ -112,6 +115,9 @@ class FaultSite:
         #: arrival times of authenticated records from the peer over the room (about 8 a
         #: second: the session's clock probes and their answers)
         self.muc_rx: deque[float] = deque(maxlen=4000)
+        #: (end, length in s) of the times this process's event loop ran late by more than
+        #: STALL_S (a loaded machine): a gap in the stream then says nothing about the network
+        self.stalls: deque[tuple[float, float]] = deque(maxlen=500)
 
     def event(self, kind: str, detail: Any = None) -> None:
         self.events.append((time.monotonic(), kind, detail))
@@ -127,6 +133,7 @@ class FaultSite:
                 c.max_gap_s = max(c.max_gap_s, gap)
                 if gap > LONG_GAP_S:
                     c.long_gaps.append((now, gap))
+            c.max_age_delivered_s = max(c.max_age_delivered_s, now - sent)
             if now - sent > LATEST_MAX_AGE_S:
                 c.stale_delivered += 1
         elif d.stream_id == SID_RELIABLE[self.other]:
@@ -206,7 +213,11 @@ class FaultSite:
             if last is not None and (not self.muc_rx or last > self.muc_rx[-1]):
                 self.muc_rx.append(last)
             n += 1
+            before = time.monotonic()
             await asyncio.sleep(0.005)
+            late = time.monotonic() - before - 0.005
+            if late > STALL_S:
+                self.stalls.append((time.monotonic(), late))
 
     async def _send_latest(self) -> None:
         sid = SID_LATEST[self.cfg.role]
@@ -259,7 +270,9 @@ class FaultSite:
                 "max_gap_s": self.latest.max_gap_s,
                 "long_gaps": self.latest.long_gaps[-50:],
                 "stale_delivered": self.latest.stale_delivered,
+                "max_age_delivered_s": self.latest.max_age_delivered_s,
             },
+            "stalls": list(self.stalls)[-200:],
             "reliable": {
                 "received": self.reliable.received,
                 "next_seq": self.reliable.next_seq,
@@ -284,8 +297,9 @@ class FaultSite:
                 return
             if "stats" in msg:
                 self.link.say(stats=self.stats())
-                if msg.get("reset_gap"):  # the next window's longest gap starts now
+                if msg.get("reset_gap"):  # the next window's longest gap and age start now
                     self.latest.max_gap_s = 0.0
+                    self.latest.max_age_delivered_s = 0.0
             if "quiesce" in msg:
                 self._quiescing = asyncio.ensure_future(self._quiesce())
 
@@ -304,7 +318,15 @@ async def _main() -> int:
 
 
 def main() -> int:
-    logging.basicConfig(level=logging.WARNING, format="%(name)s %(levelname)s %(message)s")
+    import os
+
+    # JT_FAULT_SITE_LOG=DIR: each site logs at INFO to DIR/<pid>.log (to see what happened)
+    where = os.environ.get("JT_FAULT_SITE_LOG")
+    logging.basicConfig(
+        level=logging.INFO if where else logging.WARNING,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+        filename=f"{where}/{os.getpid()}.log" if where else None,
+    )
     return asyncio.run(_main())
 
 

@@ -694,11 +694,20 @@ class Room:
                 return
             if 110 in codes or nick == self.nick:
                 if self.online and not self._closing:
-                    # kicked or the room went away: rejoin like after a reconnect
                     self._online.clear()
-                    self.stats.kicked += 1
-                    log.warning("removed from the room (status %s); rejoining", sorted(codes))
-                    self._emit(RoomLeft("removed from the room", removed=True))
+                    if codes & {332, 333}:
+                        # the server is shutting down (332; Prosody 0.12 says 333, "lost for
+                        # technical reasons", when it stops): not a kick (307, 301, 321, 322),
+                        # so peers need no new handshake; the connection closes next and we
+                        # come back as after any reconnect (or rejoin here if only the MUC
+                        # restarted)
+                        log.info("the room's server is shutting down; rejoining when it is back")
+                        self._emit(RoomLeft("server shutting down"))
+                    else:
+                        # kicked or the room went away: rejoin like after a reconnect
+                        self.stats.kicked += 1
+                        log.warning("removed from the room (status %s); rejoining", sorted(codes))
+                        self._emit(RoomLeft("removed from the room", removed=True))
                     if self._rejoin_task is None or self._rejoin_task.done():
                         self._rejoin_task = self._spawn(self._rejoin())
                 return

@@ -74,6 +74,11 @@ class Record:
     gaps_with_stall: int = 0
     #: the longest event loop stall at either site (s)
     max_stall_s: float = 0.0
+    #: gaps over the lease: [site that received, s from the fault to the gap's start, length]
+    long_gaps: list[list[Any]] = field(default_factory=list)
+    #: what each sender's session counted meanwhile (e.g. link_busy: latest frames not sent
+    #: because the fast path's buffer was busy)
+    sender_counters: dict[str, dict[str, int]] = field(default_factory=dict)
     #: the session id changed at a site: the two ends paired again (the fast path went on)
     repaired: bool = False
     #: the machine's 1-minute load average at the fault (two cores, shared with other jobs)
@@ -204,6 +209,9 @@ def _fill(rec: Record, t0: float, ls: dict[str, Any], fs: dict[str, Any], sides)
         rec.latest_max_gap_s = max(rec.latest_max_gap_s, st["latest"]["max_gap_s"])
         rec.max_age_delivered_s = max(rec.max_age_delivered_s, st["latest"]["max_age_delivered_s"])
         rec.gaps_over_lease += sum(1 for _t, g in gaps if g > 0.15)
+        rec.long_gaps += [
+            [st["role"], round(t - g - t0, 3), round(g, 3)] for t, g in gaps if g > 0.15
+        ]
         rec.gaps_over_max_age += sum(1 for _t, g in gaps if g > 0.25)
         stalls = [(e, d) for e, d in ls["stalls"] + fs["stalls"] if e >= t0]
         rec.max_stall_s = max([rec.max_stall_s, *(d for _e, d in stalls)])
@@ -212,6 +220,14 @@ def _fill(rec: Record, t0: float, ls: dict[str, Any], fs: dict[str, Any], sides)
             for t, g in gaps
             if g > 0.15 and any(t - g - 0.05 <= e <= t + 0.05 for e, _d in stalls)
         )
+
+
+def _counter_delta(before: Any, after: Any) -> dict[str, dict[str, int]]:
+    out = {}
+    for b, a in zip(before, after):
+        delta = {k: v - b["counters"].get(k, 0) for k, v in a["counters"].items()}
+        out[a["role"]] = {k: v for k, v in delta.items() if v}
+    return out
 
 
 async def one_restart(lab: Lab, n: int, mode: str, timeout: float) -> Record:
@@ -231,6 +247,7 @@ async def one_restart(lab: Lab, n: int, mode: str, timeout: float) -> Record:
         _fill(rec, t0, ls, fs, ("leader", "follower"))
         rec.rejoin_after_up_s = rec.rejoin_s - rec.server_up_s
     rec.stale_delivered = sum(s["latest"]["stale_delivered"] for s in (ls, fs)) - stale0
+    rec.sender_counters = _counter_delta(before, (ls, fs))
     return rec
 
 
@@ -250,6 +267,7 @@ async def one_nat_reboot(lab: Lab, n: int, side: str, timeout: float) -> Record:
     if rec.error is None:
         _fill(rec, t0, ls, fs, (role,))
     rec.stale_delivered = sum(s["latest"]["stale_delivered"] for s in (ls, fs)) - stale0
+    rec.sender_counters = _counter_delta(before, (ls, fs))
     return rec
 
 

@@ -61,6 +61,10 @@ async def test_server_restart_rejoin(fresh_prosody, rooms, room_name):
     assert peer_counts and min(peer_counts) == 1
     assert not [e for e in events if isinstance(e, OccupantLeft)]
     assert any(isinstance(e, RoomLeft) for e in events)
+    # a server that shuts down (Prosody's own-presence status 332/333) is not a kick: a kick
+    # makes the session pair again, which a restart must not
+    assert not [e for e in events if isinstance(e, RoomLeft) and e.removed]
+    assert leader.stats.kicked == 0 and follower.stats.kicked == 0
     assert any(isinstance(e, RoomJoined) and e.rejoin for e in events)
     # the peer list survived (the peer is there again under its nick)
     await eventually(
@@ -175,6 +179,7 @@ async def test_silent_server_detected_by_ping(fresh_prosody, rooms, room_name):
             key_id="a1",
             ping_interval=0.5,
             ping_timeout=1.0,
+            ping_failures=2,
             connect_timeout=2.0,
         )
     )

@@ -168,6 +168,11 @@ class Pairer:
             for cand in self._offer_order():
                 self._offer(cand)
 
+    def refresh(self) -> None:
+        """Open a channel to every claimant that has none (the peer back at the address whose
+        old channel was just closed: call once that close has run)."""
+        self._admit_all()
+
     def _offer_order(self) -> list[_Candidate]:
         """Most recently seen first (see :meth:`_admit_all`)."""
         return sorted(self._candidates.values(), key=lambda c: c.opened, reverse=True)

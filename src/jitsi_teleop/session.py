@@ -33,7 +33,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import protect, wire
-from .carrier import Carrier, CarrierDown, CarrierEvent, CarrierUp, MemberLeft, PeerChannel
+from .carrier import (
+    Carrier,
+    CarrierDown,
+    CarrierEvent,
+    CarrierUp,
+    MemberJoined,
+    MemberLeft,
+    PeerChannel,
+)
 from .clock import ClockError, ClockEstimator, ClockProber, answer_ping
 from .links.base import FrameTooLarge, Link, LinkBusy, LinkClosed, LinkError
 from .links.p2p import P2PConfig, P2PDescription, P2PLink
@@ -282,6 +290,7 @@ class Session:
         self._paired_at: float | None = None
         self._fast_at: float | None = None
         self._removed = False  #: kicked; cleared when back in the room
+        self._local_id: str | None = None  #: our address on the carrier (see CarrierUp)
         self._p2p_failed = False  #: the data channel failed once: fail-back needs more probes
         self._offering = False
         self._p2p: P2PLink | None = None
@@ -352,6 +361,7 @@ class Session:
             raise SessionError("start() called twice")
         self._started_at = time.monotonic()
         self._joined_at = getattr(self.room, "joined_at", None) or self._started_at
+        self._local_id = self.carrier.local_id
         if self.config.use_p2p:
             from aiortc import RTCCertificate
 
@@ -589,6 +599,25 @@ class Session:
                 self._peer_left = True
                 return
             self._forget_peer()
+        elif (
+            isinstance(event, MemberJoined)
+            and self._peer_left
+            and event.claim.peer_id == self._peer
+            and self._pairer is not None
+        ):
+            # Back at the same address while its data channel lived on (the server restarted,
+            # or its connection to it did): the room path works again and the pairing stands,
+            # since every record still has to authenticate with its keys. No new handshake:
+            # a re-pair restarts reliable delivery, and frames the peer got but had not
+            # acknowledged yet would be delivered twice. (Had the peer itself restarted, it
+            # offers a handshake, which is answered as always.)
+            log.info("peer %s is back in the room; keeping the pairing", self._peer)
+            self._peer_left = False
+            if self._pairer.seeking:
+                self._pairer.seek(False, self._peer)
+            # the pairer closed the old channel to this address when it left; once that close
+            # has run (it is scheduled already), open the new one
+            asyncio.get_running_loop().call_soon(self._pairer.refresh)
         elif isinstance(event, CarrierDown):
             if event.removed:
                 self._removed = True
@@ -596,6 +625,10 @@ class Session:
                 log.warning("removed from the room: rejoining, then pairing again")
         elif isinstance(event, CarrierUp) and event.rejoin and self._pairer is not None:
             removed, self._removed = self._removed, False
+            # back under another address (our old occupant lingers as a ghost after a
+            # connection that died silently, so the nick was taken): the peer cannot know the
+            # newcomer is us until we prove it, so we offer a handshake as after a kick
+            moved, self._local_id = event.local_id != self._local_id, event.local_id
             if removed:  # timings of the pairing that follows count from the rejoin
                 self._restart_timings(getattr(self.room, "joined_at", None))
             if self._peer is not None and not self.carrier.is_present(self._peer):
@@ -603,7 +636,7 @@ class Session:
                     self._forget_peer()
                     return
                 self._peer_left = True
-            if removed and self._cipher is not None:
+            if (removed or moved) and self._cipher is not None:
                 self._pairer.seek(True, self._peer)  # the peer saw us leave: pair again
 
     def _p2p_alive(self) -> bool:
@@ -769,7 +802,10 @@ class Session:
             self._certificate,
             controlling=self.role is Role.LEADER,
         )
-        link.set_receive_callback(lambda n, s, p: self._on_record(PATH_P2P, n, p))
+        # the link is the paired peer's (DTLS with the fingerprints it proved; records sealed
+        # with the session's keys), whatever nick it has now: after it rejoined under a new
+        # nick and paired again, its data channel carries on
+        link.set_receive_callback(lambda _n, s, p: self._on_record(PATH_P2P, self._peer or "", p))
         link.set_state_callback(lambda st, lk=link: self._on_p2p_state(lk, st))
         self._p2p = link
         self._p2p_ok_probes = 0
@@ -1058,10 +1094,12 @@ class Session:
             if e.reason == "wrong_session" and self._old_cipher is not None:
                 with contextlib.suppress(ProtectError):
                     frame = self._old_cipher[0].open(record)
-                    # The previous session's clock probes still help; its data does not: the
-                    # new session restarted sequence numbers (an old latest frame would make
-                    # the new ones look superseded) and resends what was unacknowledged.
-                    if frame.is_control and not frame.reliable:
+                    # The previous session's clock probes still help; its data and its acks
+                    # do not: the new session restarted sequence numbers (an old latest frame
+                    # would make the new ones look superseded, and an old cumulative ack would
+                    # acknowledge renumbered frames the peer never got: they were lost, and
+                    # the peer then waited for them forever) and resends what was unacked.
+                    if frame.is_control and frame.stream_id in (CTRL_PING, CTRL_PONG):
                         return frame
                     self._stats[path].on_drop("old_session")
                     return None

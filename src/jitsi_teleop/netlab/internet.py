@@ -169,6 +169,12 @@ class Internet:
                 "-A", chain, "-i", "wan0", "-p", "udp",
                 "-m", "conntrack", "--ctstate", "NEW", "-j", "DROP",
             )  # fmt: skip
+        # A packet of a connection the NAT does not know (after a reboot: conntrack flushed) is
+        # dropped, not picked up mid-stream, as home routers' firewalls do (OpenWrt's
+        # drop_invalid): the room's TCP connection then dies silently, nobody sends a reset.
+        nat.sysctl("net.netfilter.nf_conntrack_tcp_loose", 0)
+        for chain in ("INPUT", "FORWARD"):
+            nat.iptables("-A", chain, "-m", "conntrack", "--ctstate", "INVALID", "-j", "DROP")
         # A full cone NAT's DNAT turns NEW inbound packets into forwarded ones: admit those.
         if site.kind == "full-cone":
             nat.iptables(
@@ -217,7 +223,8 @@ class Internet:
 
     def flush_conntrack(self, side: str, proto: str | None = None) -> None:
         """Forget a NAT's mappings: all of them (a NAT reboot: the room's TCP connection dies
-        too), or one protocol's (``"udp"``: the fast path's public ports change)."""
+        too, silently: the NAT drops its packets as invalid both ways, nobody sends a reset),
+        or one protocol's (``"udp"``: the fast path's public ports change)."""
         nat = self.sites[side].nat
         if proto is None:
             nat.run("conntrack", "-F", check=False)

@@ -85,6 +85,13 @@ class TeleopXMPP(ClientXMPP):
         self._cut_at: float | None = None
         self._resuming = False
         self._failed_connects = 0
+        #: monotonic time of the last bytes from the server (any transport): the room's
+        #: keepalive counts them as a sign of life, not only its ping's answer
+        self.last_rx = time.monotonic()
+
+    def data_received(self, data: bytes) -> None:
+        self.last_rx = time.monotonic()
+        super().data_received(data)
 
     def start(self) -> asyncio.Future:
         """Connect (or reconnect) with the configured transport."""

@@ -116,9 +116,15 @@ class RoomConfig:
     connect_timeout: float = 10.0
     join_timeout: float = 10.0
     focus_timeout: float = 30.0
-    ping_interval: float = 10.0
-    ping_timeout: float = 5.0
-    ping_failures: int = 2
+    #: keepalive (XEP-0199 ping to the server) every ``ping_interval`` s while the stream is
+    #: up; a ping that gets no answer, and no other byte from the server, within
+    #: ``ping_timeout`` s is a failure, and ``ping_failures`` in a row drop the stream (then
+    #: the room reconnects and rejoins). A connection that died silently (a NAT reboot: no
+    #: FIN, no reset) is found within ping_interval + ping_timeout of dying, plus the time
+    #: the ping's answer takes (ping_failures = 1; each further failure adds as much again).
+    ping_interval: float = 5.0
+    ping_timeout: float = 3.0
+    ping_failures: int = 1
     reconnect: bool = True
     #: occupants that vanished for technical reasons (missing from the roster after our
     #: rejoin, or removed with MUC status 332/333: server shutdown, connection lost) are kept
@@ -137,6 +143,16 @@ class RoomConfig:
     iq_replies_per_s: float = 5.0
 
     def __post_init__(self) -> None:
+        for name in ("ping_interval", "ping_timeout"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+                raise ValueError(f"{name} must be a number of seconds > 0: {value!r}")
+        if (
+            isinstance(self.ping_failures, bool)
+            or not isinstance(self.ping_failures, int)
+            or self.ping_failures < 1
+        ):
+            raise ValueError(f"ping_failures must be an integer >= 1: {self.ping_failures!r}")
         self.room = self.room.strip().lower()
         if not _ROOM_RE.fullmatch(self.room):
             raise ValueError(f"invalid room name {self.room!r}")

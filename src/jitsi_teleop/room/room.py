@@ -80,6 +80,8 @@ class RoomStats:
     rejoins: int = 0
     disconnects: int = 0
     pings_failed: int = 0
+    #: connections the keepalive found dead and dropped
+    keepalive_drops: int = 0
     ignored_messages: int = 0
     invalid_presences: int = 0
     key_conflicts: int = 0
@@ -129,6 +131,8 @@ class Room:
         self._ever_joined = False
         self._tasks: set[asyncio.Task] = set()
         self._ping_task: asyncio.Task | None = None
+        #: the XMPP session is established on the current connection (keepalive runs)
+        self._stream_up = False
         self._rejoin_task: asyncio.Task | None = None
         self.focus_reply: FocusReply | None = None
         self.rtt: float | None = None
@@ -497,6 +501,7 @@ class Room:
     # ---------------------------------------------------------------- session events -------
     def _on_session_start(self, _event: object) -> None:
         self.stats.connects += 1
+        self._stream_up = True
         # the stream setup (open, SASL, bind, SM enable) was read by the server's rate
         # limiter too; without charging it, the first frames would queue behind it
         self.budget.consume(STREAM_SETUP_BYTES)
@@ -509,6 +514,7 @@ class Room:
 
     def _on_session_resumed(self, _event: object) -> None:
         self.stats.resumes += 1
+        self._stream_up = True
         if self._ever_joined and not self._closing:
             self._online.set()
             self._emit(RoomJoined(self.nick, rejoin=True))
@@ -536,6 +542,7 @@ class Room:
         await self.close()
 
     def _on_disconnected(self, reason: object) -> None:
+        self._stream_up = False
         was_online = self.online
         self._online.clear()
         if not self._ever_joined:
@@ -573,22 +580,45 @@ class Room:
         xmpp.start()
 
     async def _ping_loop(self) -> None:
+        """Keepalive: find a connection that died without anyone saying so (a NAT that
+        rebooted or forgot our mapping drops our packets silently: no FIN, no reset, and TCP
+        would retry for many minutes), then drop it so that the room reconnects and rejoins.
+
+        Pings the server every ``ping_interval`` while the stream is up (also while a rejoin
+        is pending on it). A ping counts as failed when neither its answer nor any other byte
+        from the server came within ``ping_timeout``; a server that is only slow keeps
+        sending something (peers' messages, presence) and is not taken for dead."""
         failures = 0
         while not self._closing:
             await asyncio.sleep(self.config.ping_interval)
-            if not self.online:
+            xmpp = self._xmpp
+            if xmpp is None or xmpp.transport is None or not self._stream_up:
                 failures = 0
                 continue
+            sent = time.monotonic()
             try:
                 await self.ping()
                 failures = 0
-            except (IqError, IqTimeout, RoomError):
-                failures += 1
-                self.stats.pings_failed += 1
-                if failures >= self.config.ping_failures and self._xmpp is not None:
-                    log.warning("server stopped answering pings; reconnecting")
-                    failures = 0
-                    self._xmpp.abort()
+                continue
+            except IqError:  # an error answer is an answer: the stream is alive
+                failures = 0
+                continue
+            except (IqTimeout, RoomError):
+                pass
+            if xmpp.last_rx > sent:
+                failures = 0
+                continue
+            failures += 1
+            self.stats.pings_failed += 1
+            if failures >= self.config.ping_failures and xmpp is self._xmpp:
+                log.warning(
+                    "no answer from the server for %.1f s after a ping: connection dead; "
+                    "reconnecting",
+                    time.monotonic() - sent,
+                )
+                failures = 0
+                self.stats.keepalive_drops += 1
+                xmpp.abort()
 
     # ---------------------------------------------------------------- incoming -------------
     def _in_filter(self, stanza: StanzaBase) -> StanzaBase | None:
@@ -669,11 +699,20 @@ class Room:
                 return
             if 110 in codes or nick == self.nick:
                 if self.online and not self._closing:
-                    # kicked or the room went away: rejoin like after a reconnect
                     self._online.clear()
-                    self.stats.kicked += 1
-                    log.warning("removed from the room (status %s); rejoining", sorted(codes))
-                    self._emit(RoomLeft("removed from the room", removed=True))
+                    if codes & {332, 333}:
+                        # the server is shutting down (332; Prosody 0.12 says 333, "lost for
+                        # technical reasons", when it stops): not a kick (307, 301, 321, 322),
+                        # so peers need no new handshake; the connection closes next and we
+                        # come back as after any reconnect (or rejoin here if only the MUC
+                        # restarted)
+                        log.info("the room's server is shutting down; rejoining when it is back")
+                        self._emit(RoomLeft("server shutting down"))
+                    else:
+                        # kicked or the room went away: rejoin like after a reconnect
+                        self.stats.kicked += 1
+                        log.warning("removed from the room (status %s); rejoining", sorted(codes))
+                        self._emit(RoomLeft("removed from the room", removed=True))
                     if self._rejoin_task is None or self._rejoin_task.done():
                         self._rejoin_task = self._spawn(self._rejoin())
                 return

@@ -252,9 +252,12 @@ class WebSocketTransport(asyncio.Transport):
         self._queue.put_nowait(None)
 
     def abort(self) -> None:
+        """Drop the connection now. No WebSocket close handshake: abort is for a connection
+        found dead (keepalive) or cut on purpose, where waiting for the peer's close frame
+        would only delay the reconnect."""
         self._closing = True
         self._writer.cancel()
-        self._abort_task = asyncio.ensure_future(self._shutdown(None))
+        self._abort_task = asyncio.ensure_future(self._shutdown(None, graceful=False))
 
     # -- internals -------------------------------------------------------------------------
     async def _write_loop(self) -> None:
@@ -291,13 +294,14 @@ class WebSocketTransport(asyncio.Transport):
             exc = e
         await self._shutdown(exc)
 
-    async def _shutdown(self, exc: BaseException | None) -> None:
+    async def _shutdown(self, exc: BaseException | None, graceful: bool = True) -> None:
         if self._lost:
             return
         self._lost = True
         self._closing = True
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self._ws.close(), 2.0)
+        if graceful:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._ws.close(), 2.0)
         with contextlib.suppress(Exception):
             await self._session.close()
         if self._reader is not None and not self._reader.done():

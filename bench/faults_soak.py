@@ -385,7 +385,10 @@ class Soak:
                 "t": s.t,
                 "rss_mb": {n: p["rss_mb"] for n, p in s.procs.items()},
                 "cpu_pct": {n: p["cpu_pct"] for n, p in s.procs.items()},
+                "sent_hz": {n: r["sent_hz"] for n, r in s.rates.items()},
                 "received_hz": {n: r["received_hz"] for n, r in s.rates.items()},
+                "drops": {n: sum(c.get("drops", {}).values()) for n, c in s.counters.items()},
+                "lost": {n: c.get("lost") for n, c in s.counters.items()},
                 "tracking_rms_mm": _round(s.tracking_rms_mm),
             }
             for s in picked

@@ -28,6 +28,7 @@ from typing import Any
 from faults_common import DEFAULT_JSON, print_table, stamp, write_section
 from jitsi_teleop.demo import messages
 from jitsi_teleop.demo.report import TRACKING_RMS_BOUND_MM
+from jitsi_teleop.demo.scenario import MIN_DURATION_S
 from jitsi_teleop.demo.site import SiteConfig
 from jitsi_teleop.ipc import ChildProcess, SiteFailed
 from jitsi_teleop.local_prosody import ProsodyServer, prosody_available
@@ -460,12 +461,27 @@ async def _amain(args: argparse.Namespace) -> dict[str, Any]:
     return soak.summary()
 
 
+def check_args(args: argparse.Namespace) -> str | None:
+    """Why these options cannot make a soak (None when they can)."""
+    if not args.minutes * 60.0 >= MIN_DURATION_S:
+        return f"--minutes must be at least {MIN_DURATION_S / 60:g} (the sites' shortest run)"
+    if not 0 < args.sample <= args.minutes * 60.0:
+        return "--sample must be > 0 s and within the run"
+    if args.warmup is not None and not 0 <= args.warmup < args.minutes * 60.0:
+        return "--warmup must be >= 0 s and shorter than the run"
+    return None
+
+
 def _run_soak(args: argparse.Namespace) -> int:
     if not prosody_available():
         print("soak: prosody not found (run `make setup`)", file=sys.stderr)
         return 2
     if args.quick:
         args.minutes = min(args.minutes, 2.0)
+    why = check_args(args)
+    if why:
+        print(f"soak: {why}", file=sys.stderr)
+        return 2
     sec = asyncio.run(_amain(args))
     print_summary(sec)
     if args.json:

@@ -322,6 +322,12 @@ class Soak:
                     c["path_changes"] - c0.get("path_changes", 0) if "path_changes" in c else None
                 ),
                 "path_at_end": d.get("path"),
+                #: when (s since go) and why the path changed while teleoperating
+                "path_events": [
+                    {"t": round(e["at"] - self.t0, 1), "to": e["new"], "reason": e["reason"]}
+                    for e in d.get("path_events", [])
+                    if e["at"] >= self.t0
+                ],
                 "statuses_off_fast_path": sum(x.off_fast_path[s] for x in self.samples),
                 "holds": c.get("holds"),
                 "sim_dropped_steps": c.get("sim_dropped_steps"),

@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 # Tests and tools talk to loopback only; DDS discovery stays on this host.
 export ROS_AUTOMATIC_DISCOVERY_RANGE ?= LOCALHOST
 
-.PHONY: setup test test-jazzy test-kilted demo lint bench faults clean
+.PHONY: setup test test-jazzy test-kilted demo lint bench faults soak clean
 
 setup:
 	@bash scripts/setup-dev.sh
@@ -46,6 +46,11 @@ bench: setup
 # `$(PY) bench/faults.py <part>`.
 faults: setup
 	$(PY) bench/faults.py all
+
+# The soak alone (part 5): the demo's two sites at 500 Hz both ways for an hour; writes the
+# `soak` section of bench/results/faults.json.
+soak: setup
+	$(PY) bench/faults.py soak --minutes 60
 
 clean:
 	rm -rf $(VENV) $(KILTED_VENV) build install log .pytest_cache demo-report

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import math
 import time
+from collections import deque
+from collections.abc import MutableSequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,8 +53,15 @@ class Recorder:
     """Per-tick rows and per-message latency rows, written as CSV at the end."""
 
     columns: tuple[str, ...]
-    rows: list[tuple[float, ...]] = field(default_factory=list)
-    latency: list[tuple[float, str, float, float, str]] = field(default_factory=list)
+    rows: MutableSequence[tuple[float, ...]] = field(default_factory=list)
+    latency: MutableSequence[tuple[float, str, float, float, str]] = field(default_factory=list)
+    latency_count: int = 0  #: latency rows ever added (``latency`` may keep only the newest)
+
+    def keep_last(self, n: int) -> None:
+        """Keep only the newest ``n`` rows of each kind: a soak runs for an hour at 500 Hz,
+        and a full record would be gigabytes of growth that is not a leak."""
+        self.rows = deque(self.rows, maxlen=n)
+        self.latency = deque(self.latency, maxlen=n)
 
     def add(self, *values: float) -> None:
         self.rows.append(tuple(float(v) for v in values))
@@ -63,6 +72,7 @@ class Recorder:
         est = info.latency_us / 1e3 if info.latency_us is not None else math.nan
         true = (time.monotonic_ns() // 1000 - info.sender_ts_us) / 1e3
         self.latency.append((t, topic, est, true, info.path))
+        self.latency_count += 1
 
 
 class ServoTorqueEstimate:
@@ -219,6 +229,8 @@ class FollowerRole(_Role):
         )
         self.servo = ServoTorqueEstimate()
         self.verdicts: dict[str, int] = {}
+        self.leader_q: tuple[float, ...] | None = None  #: newest leader state used
+        self.state = 0  #: safety filter state of the last tick (see ``columns``)
 
     async def prepare(self) -> None:
         """The obstacle is at this site only; the arm holds its pose (keep-position mode)."""
@@ -231,6 +243,7 @@ class FollowerRole(_Role):
             self.rejected += 1
             return
         stamp, q = decoded
+        self.leader_q = tuple(q)
         verdict = self.control.on_leader_state(LeaderState(stamp, q, self.peer_energy), now)
         self.verdicts[verdict.value] = self.verdicts.get(verdict.value, 0) + 1
 
@@ -257,8 +270,18 @@ class FollowerRole(_Role):
         tip = kinematics.tool_position(q)
         self.tip = (float(tip[0]), float(tip[1]), float(tip[2]))
         self.force = _norm(ft.feedback.force)
-        state = self._STATES.get(ft.command.state, 3)
+        state = self.state = self._STATES.get(ft.command.state, 3)
         self.rec.add(t, *q, *tip, *ft.command.command, self.force, self.wall_force(), state)
+
+    def status(self) -> dict[str, Any]:
+        """Also how far the follower's tip is from the leader's newest received one (the
+        tracking a soak watches without keeping the time series) and the safety state."""
+        out = super().status()
+        if self.leader_q is not None:
+            lead = kinematics.tool_position(self.leader_q)
+            out["tracking_mm"] = 1e3 * math.dist(lead, self.tip)
+        out["state"] = self.state
+        return out
 
     async def finish(self) -> None:
         return None

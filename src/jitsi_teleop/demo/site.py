@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import csv
+import itertools
 import logging
 import math
 import os
@@ -70,6 +71,10 @@ class SiteConfig:
     #: the namespace's interfaces and take STUN/TURN from the room, as on the internet
     network: bool = False
     lan: bool = False  #: ``room`` holds LanConfig fields: no server, XEP-0174 on the LAN
+    #: the script repeats every this many seconds (the soak: an hour of the same motion)
+    cycle_s: float | None = None
+    #: keep only this many newest rows of the time series (the soak: bounded memory)
+    keep_rows: int | None = None
 
 
 def _session_config(cfg: SiteConfig) -> SessionConfig:
@@ -145,7 +150,7 @@ def _out_counts(session: Session, out: dict[int, list[int]]) -> dict[str, dict[s
 
 
 async def run_site(cfg: SiteConfig, link: ParentLink) -> None:
-    scenario = build_scenario(cfg.duration_s)
+    scenario = build_scenario(cfg.cycle_s or cfg.duration_s)
     sim = DexterSim(SimConfig(port=0))
     await sim.start()
     client = DexterClient("127.0.0.1", sim.port, ClientConfig(timeout_s=ROBOT_TIMEOUT_S))
@@ -156,6 +161,8 @@ async def run_site(cfg: SiteConfig, link: ParentLink) -> None:
         await client.start()
         cls = LeaderRole if cfg.role == "leader" else FollowerRole
         role = cls(scenario, client, sim, cfg.control_hz)
+        if cfg.keep_rows is not None:
+            role.rec.keep_last(cfg.keep_rows)
         room = make_room(LanConfig(**cfg.room) if cfg.lan else RoomConfig(**cfg.room))
         streams = m.Streams(cfg.hashes, cfg.control_hz / cfg.send_every)
         session = Session(
@@ -203,16 +210,21 @@ async def _run_script(
     role.t0 = t0
     await asyncio.sleep(max(0.0, t0 - time.monotonic()))
     period = 1.0 / cfg.control_hz
-    status_task = asyncio.ensure_future(_status_loop(role, session, link))
+    progress = {"ticks": 0, "late_ticks": 0}
+    status_task = asyncio.ensure_future(_status_loop(role, session, link, progress))
     cpu0, k, ticks, late = _cpu_s(), 0, 0, 0
     try:
         while (now := time.monotonic()) - t0 < cfg.duration_s:
+            if cfg.cycle_s:  # the script starts over each cycle
+                role.t0 = t0 + cfg.cycle_s * math.floor((now - t0) / cfg.cycle_s)
             await role.tick(now, send=ticks % cfg.send_every == 0)
             ticks += 1
+            progress["ticks"] = ticks
             k += 1
             wait = t0 + k * period - time.monotonic()
             if wait < 0:
                 late += 1
+                progress["late_ticks"] = late
                 k = math.ceil((time.monotonic() - t0) / period)
                 wait = t0 + k * period - time.monotonic()
             await asyncio.sleep(max(0.0, wait))
@@ -226,7 +238,9 @@ async def _run_script(
     }
 
 
-async def _status_loop(role: LeaderRole | FollowerRole, session: Session, link: ParentLink) -> None:
+async def _status_loop(
+    role: LeaderRole | FollowerRole, session: Session, link: ParentLink, progress: dict[str, int]
+) -> None:
     prev: dict[str, int] = {}
     prev_t = time.monotonic()
     lat_mark = 0
@@ -236,8 +250,10 @@ async def _status_loop(role: LeaderRole | FollowerRole, session: Session, link: 
         got = sum(role.received.values())
         rate = (got - sum(prev.values())) / max(now - prev_t, 1e-6)
         prev, prev_t = dict(role.received), now
-        recent = [r[2] for r in role.rec.latency[lat_mark:] if not math.isnan(r[2])]
-        lat_mark = len(role.rec.latency)
+        new = min(role.rec.latency_count - lat_mark, len(role.rec.latency))
+        recent = [r[2] for r in itertools.islice(reversed(role.rec.latency), new)]
+        recent = [v for v in recent if not math.isnan(v)]
+        lat_mark = role.rec.latency_count
         snap = session.stats()
         ages = [
             s.newest_age_us
@@ -256,9 +272,39 @@ async def _status_loop(role: LeaderRole | FollowerRole, session: Session, link: 
                 "age_ms": min(ages) / 1e3 if ages else None,
                 "refused": _refused(snap.refusals),
                 "unproven": snap.refusals.get("unproven_claimants", 0),
+                "counters": _counters(role, session, snap, progress),
                 **role.status(),
             }
         )
+
+
+def _counters(
+    role: LeaderRole | FollowerRole, session: Session, snap: Any, progress: dict[str, int]
+) -> dict[str, Any]:
+    """Running totals since the start: what a long run is watched by (the soak samples them)."""
+    drops: dict[str, int] = {}
+    lost = 0
+    for path in snap.paths.values():
+        for reason, n in path.drops.items():
+            drops[reason] = drops.get(reason, 0) + n
+        for st in path.streams.values():
+            lost += st.lost
+            for reason, n in st.drops.items():
+                drops[reason] = drops.get(reason, 0) + n
+    out: dict[str, Any] = {
+        **progress,
+        "sent": role.sent,
+        "sent_out": role.sent_out,
+        "received": sum(role.received.values()),
+        "lost": lost,
+        "drops": drops,
+        "failovers": snap.failovers,
+        "path_changes": len(session.path_events),
+        "sim_dropped_steps": role.sim.dropped_steps,
+    }
+    if isinstance(role, FollowerRole):
+        out["holds"] = role.control.safety.counters.holds
+    return out
 
 
 def _refused(refusals: dict[str, int]) -> int:

@@ -19,7 +19,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 #: the campaign's parts, in the order ``all`` runs them (each module has ``add_parser(sub)``)
-PARTS = ["fuzz"]
+PARTS = ["cuts", "fuzz"]
 
 
 def _run_all(args: argparse.Namespace) -> int:

@@ -23,6 +23,7 @@ import asyncio
 import math
 import os
 import random
+import signal
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -396,6 +397,8 @@ def _run(args: argparse.Namespace) -> int:
     if args.quick:
         args.cuts, args.max_s, args.false_seconds = min(args.cuts, 5), 2.0, 10.0
     session = {} if args.failover_after is None else {"failover_after": args.failover_after}
+    # SIGTERM ends the run as an exit, so the namespaces are torn down (atexit) like on ^C
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     doc = asyncio.run(
         campaign(args.cuts, args.seed, args.min_s, args.max_s, args.false_seconds, 60.0, session)
     )

@@ -736,7 +736,13 @@ class Session:
         since = now - self._p2p_started
         if link is not None:
             if link.state in ("new", "connecting"):
-                if since < self._p2p_config.connect_timeout + 2.0:
+                wait = self._p2p_config.connect_timeout + 2.0
+                if link.servers_unanswered:
+                    # Built while the network was down (a cut longer than reconnect_after):
+                    # host candidates only, so it cannot connect across NATs even once the
+                    # network is back. Offer again soon rather than after connect_timeout.
+                    wait = self.config.reconnect_after + self._p2p_config.gather_timeout + 1.0
+                if since < wait:
                     return
             elif link.state == "open":
                 silent = now - self._last_rx.get(PATH_P2P, now)

@@ -53,6 +53,13 @@ class Cut:
     #: it returns): both sites on the fast path again / fast-path frames arriving at both
     back_s: float | None = None
     resume_s: float | None = None
+    #: the follower was already holding when the cut began (a starved process misses its
+    #: commands' lease on its own): to_hold_s is then 0
+    held_before: bool = False
+    #: how long after the cut the sessions still processed fast-path frames that had arrived
+    #: before it: time the receiving process was behind (CPU starvation), part of to_room_s
+    late_processing_s: float | None = None
+    load: float = 0.0  #: 1-minute load average when the cut began
     reliable_lost: int = 0
     stale_delivered: int = 0
     came_back: bool = False
@@ -126,6 +133,7 @@ def _events(t: dict[str, Any], old: str, new: str, after: float) -> list[list[An
 
 async def one_cut(lab: Any, cut: Cut, back_timeout: float) -> Cut:
     lt0, ft0 = await _both(lab)
+    cut.load = round(os.getloadavg()[0], 2)
     t0 = time.monotonic()
     await asyncio.to_thread(lab.net.cut, True)
     t1 = time.monotonic()
@@ -151,6 +159,9 @@ async def one_cut(lab: Any, cut: Cut, back_timeout: float) -> Cut:
         cut.failed_over = True
         cut.to_room_s = _r(max(d[0][0] for d in downs) - cut.cut_at)
         cut.detection_s = [_r(d[0][4]) for d in downs if d[0][4] is not None]
+        last = [d[0][0] - d[0][4] for d in downs if d[0][4] is not None]
+        if last:
+            cut.late_processing_s = _r(max(0.0, max(last) - cut.cut_at))
         ups = [_events(t, "muc", "p2p", d[0][0]) for t, d in zip((lt, ft), downs)]
         if all(ups):
             cut.back_s = _r(max(u[0][0] for u in ups) - u0)
@@ -159,9 +170,10 @@ async def one_cut(lab: Any, cut: Cut, back_timeout: float) -> Cut:
     ends = [e for e in (_gap_end(lt, t1, u0), _gap_end(ft, t1, u0)) if e is not None]
     if len(ends) == 2:
         cut.resume_s = _r(max(ends) - u0)
-    holds = [h for h in ft["holds"] if h[0] >= t0 and h[0] <= u1 + 1.0]
+    holds = [h for h in ft["holds"] if h[0] <= u1 + 1.0 and (h[1] is None or h[1] >= cut.cut_at)]
     if holds:
-        cut.to_hold_s = _r(holds[0][0] - cut.cut_at)
+        cut.held_before = holds[0][0] < cut.cut_at
+        cut.to_hold_s = _r(max(0.0, holds[0][0] - cut.cut_at))
     cut.reliable_lost = (lt["rel_lost_n"] - lt0["rel_lost_n"]) + (
         ft["rel_lost_n"] - ft0["rel_lost_n"]
     )
@@ -263,7 +275,7 @@ async def campaign(
             raise RuntimeError("the fast path carries no traffic")
         rows = []
         hdr = ["cut", "len s", "hold s", "room s", "detect s", "back s", "resume s", "rel lost"]
-        hdr += ["stale", "note"]
+        hdr += ["stale", "late s", "load", "note"]
         for i, (pause, length) in enumerate(plan, 1):
             await asyncio.sleep(pause)
             c = await one_cut(lab, Cut(i, round(length, 3)), back_timeout)
@@ -278,6 +290,8 @@ async def campaign(
                 c.resume_s,
                 c.reliable_lost,
                 c.stale_delivered,
+                c.late_processing_s,
+                c.load,
                 c.note,
             ]
             rows.append(row)
@@ -326,6 +340,11 @@ async def campaign(
     doc["to_hold_s"] = summary([c.to_hold_s for c in results if c.to_hold_s is not None])
     doc["to_room_s"] = summary([c.to_room_s for c in fo if c.to_room_s is not None])
     doc["detection_s"] = summary([d for c in fo for d in c.detection_s])
+    doc["late_processing_s"] = summary(
+        [c.late_processing_s for c in fo if c.late_processing_s is not None]
+    )
+    doc["held_before_cut"] = sum(c.held_before for c in results)
+    doc["load_per_cut"] = summary([c.load for c in results])
     doc["back_s"] = summary([c.back_s for c in fo if c.back_s is not None])
     doc["resume_s"] = summary([c.resume_s for c in results if c.resume_s is not None])
     p99 = doc["to_room_s"]["p99"]
@@ -352,6 +371,7 @@ def print_summary(doc: dict[str, Any]) -> None:
         ("to_hold_s", "cut -> follower holds"),
         ("to_room_s", "cut -> room path (both sites)"),
         ("detection_s", "last frame -> switch (session)"),
+        ("late_processing_s", "cut -> last frame processed"),
         ("back_s", "link back -> fast path (both)"),
         ("resume_s", "link back -> fast-path frames"),
     ):

@@ -281,10 +281,12 @@ class Agent:
                 del self.holds[:-_KEEP]
             elif not holding and self.holds and self.holds[-1][1] is None:
                 self.holds[-1][1] = now
-            # stamped at send time, so the leader can tell the exact age of what it gets
-            self.session.publish(SID_FSTATE, _SAMPLE.pack(seq, now, *pose) + pad)
-            wrench = _SAMPLE.pack(seq, now, *pose)[:WRENCH_SIZE].ljust(WRENCH_SIZE, b"\0")
-            self.session.publish(SID_FEEDBACK, wrench)
+            # stamped just before each publish (the session's max age counts from there), so
+            # the leader can tell the exact age of what it gets
+            state = _SAMPLE.pack(seq, time.monotonic(), *pose) + pad
+            self.session.publish(SID_FSTATE, state)
+            wrench = _SAMPLE.pack(seq, time.monotonic(), *pose)[:WRENCH_SIZE]
+            self.session.publish(SID_FEEDBACK, wrench.ljust(WRENCH_SIZE, b"\0"))
             seq += 1
 
     async def _reliable(self) -> None:

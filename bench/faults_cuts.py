@@ -423,7 +423,7 @@ def _run(args: argparse.Namespace) -> int:
         campaign(args.cuts, args.seed, args.min_s, args.max_s, args.false_seconds, 60.0, session)
     )
     doc["quick"] = args.quick
-    doc["command"] = "bench/faults.py cuts" + (" --quick" if args.quick else "")
+    doc["command"] = "python bench/faults.py " + " ".join(sys.argv[1:])
     print_summary(doc)
     if args.json:
         write_section(Path(args.json), "cuts", doc)

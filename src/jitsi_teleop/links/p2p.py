@@ -695,6 +695,13 @@ class P2PLink(Link):
         agents = [self._agent] + ([self._dg] if self._dg is not None else [])
         return sum(a.foreign_dropped + a.queue_dropped for a in agents)
 
+    @property
+    def servers_unanswered(self) -> bool:
+        """Every STUN/TURN server this link asked failed to answer (it gathered while the
+        network was down): it has only host candidates, which do not cross a NAT."""
+        reports = [r for a in self._agents().values() for r in a.gather_reports]
+        return bool(reports) and not any(r.ok for r in reports)
+
     def ice_report(self) -> dict[str, Any]:
         """Selected pairs, pair switches, per-server gathering outcomes and drop counters."""
         agents = {"channel": self._agent}

@@ -13,6 +13,14 @@ CLOCK_MONOTONIC, so one-way latency is exact); the follower feeds each sample to
 is the product's own lease logic, not a guess. ``{"stats": 1}`` answers ``stats`` (path,
 selected ICE pair, per-path latency, follower state); ``{"reset": 1}`` clears the latency
 samples; ``{"stop": 1}`` ends it.
+
+With ``both_ways`` (the fault campaign's link cuts, bench/faults_cuts.py) the follower also
+streams its joint state and tip force back at ``rate_hz`` and runs its safety filter at that
+rate with the command stream's max age, and with ``reliable_hz`` each end sends a numbered
+reliable stream. ``{"timeline": 1}`` then answers with what happened when (CLOCK_MONOTONIC, so
+the parent can lay it beside the moments it cut the network): path switches, the follower's
+holds, gaps in the fast path's arrivals, latest samples delivered older than their max age,
+and reliable frames missing from the sequence.
 """
 
 from __future__ import annotations
@@ -32,7 +40,7 @@ from ..links.p2p import P2PConfig
 from ..pairing import Secret
 from ..room.config import RoomConfig
 from ..room.room import Room
-from ..session import PATH_P2P, Session, SessionConfig
+from ..session import PATH_P2P, Session, SessionBusy, SessionConfig
 from ..teleop.safety import SafetyConfig, SafetyFilter, SafetyState
 from ..wire import StreamDescriptor
 from .paths import selected_pair
@@ -40,20 +48,45 @@ from .paths import selected_pair
 log = logging.getLogger(__name__)
 
 SID_STATE, SID_FEEDBACK = 1, 3
+#: with ``both_ways``: the follower's joint state, and a reliable stream from each end
+SID_FSTATE, SID_REL_LEADER, SID_REL_FOLLOWER = 4, 5, 6
 MAX_AGE_S = 0.5
+#: the command and force streams' max age in config/teleop_topics.yaml (``both_ways``)
+COMMAND_MAX_AGE_S = 0.25
 _SAMPLE = struct.Struct("<Id5d")  # seq, send monotonic time, five joint angles
+_RELIABLE = struct.Struct("<Id")  # seq, send monotonic time
 SAMPLE_SIZE = 276  # a JointState's CDR size
+WRENCH_SIZE = 80  # a WrenchStamped's CDR size (header + six doubles)
+#: a pause in the fast path's arrivals longer than this is recorded as a gap (``both_ways``)
+GAP_S = 0.03
+_KEEP = 400  # newest entries kept per timeline list
 
 
-def descriptors(rate_hz: float) -> dict[str, list[StreamDescriptor]]:
+def descriptors(
+    rate_hz: float, both_ways: bool = False, reliable_hz: float = 0.0
+) -> dict[str, list[StreamDescriptor]]:
     h = "RIHS01_" + "0" * 64
-    state = StreamDescriptor(
-        SID_STATE, "/joint_states", "sensor_msgs/msg/JointState", h, "latest", rate_hz, MAX_AGE_S
-    )
-    fb = StreamDescriptor(
-        SID_FEEDBACK, "/wrench", "geometry_msgs/msg/WrenchStamped", h, "latest", 100, MAX_AGE_S
-    )
-    return {"leader": [state], "follower": [fb]}
+    js, ws = "sensor_msgs/msg/JointState", "geometry_msgs/msg/WrenchStamped"
+    if not both_ways:
+        state = StreamDescriptor(SID_STATE, "/joint_states", js, h, "latest", rate_hz, MAX_AGE_S)
+        fb = StreamDescriptor(SID_FEEDBACK, "/wrench", ws, h, "latest", 100, MAX_AGE_S)
+        return {"leader": [state], "follower": [fb]}
+    # The demo's topic plan (config/teleop_topics.yaml), every stream at the campaign's rate.
+    age = COMMAND_MAX_AGE_S
+    leader = [StreamDescriptor(SID_STATE, "/joint_states", js, h, "latest", rate_hz, age)]
+    follower = [
+        StreamDescriptor(SID_FEEDBACK, "/teleop/feedback", ws, h, "latest", rate_hz, age),
+        StreamDescriptor(SID_FSTATE, "/remote/joint_states", js, h, "latest", rate_hz, MAX_AGE_S),
+    ]
+    if reliable_hz > 0:
+        b = "std_msgs/msg/UInt32"
+        leader.append(
+            StreamDescriptor(SID_REL_LEADER, "/teleop/events", b, h, "reliable", reliable_hz, 5.0)
+        )
+        follower.append(
+            StreamDescriptor(SID_REL_FOLLOWER, "/teleop/status", b, h, "reliable", reliable_hz, 5.0)
+        )
+    return {"leader": leader, "follower": follower}
 
 
 @dataclass
@@ -66,6 +99,10 @@ class AgentConfig:
     session: dict[str, Any] = field(default_factory=dict)
     discover_ice_servers: bool = True
     pair_timeout_s: float = 60.0
+    #: the follower streams state and force back at ``rate_hz`` (see the module docstring)
+    both_ways: bool = False
+    #: a numbered reliable stream from each end at this rate (0: none)
+    reliable_hz: float = 0.0
 
 
 def leader_pose(t: float) -> tuple[float, ...]:
@@ -84,10 +121,25 @@ class Agent:
         self.lost = 0
         self.last_seq = -1
         self.max_accepted_age = 0.0
-        self.safety = SafetyFilter(SafetyConfig.hdi())
+        age = COMMAND_MAX_AGE_S if cfg.both_ways else None
+        self.safety = SafetyFilter(SafetyConfig.hdi(max_age_s=age))
         self.hold_s = 0.0
         self.fast_at: float | None = None
         self.events: list[tuple[float, str]] = []
+        self.streams = descriptors(cfg.rate_hz, cfg.both_ways, cfg.reliable_hz)
+        # the timeline (both_ways): monotonic times, see the module docstring
+        self.holds: list[list[float | None]] = []  #: [start, end or None]
+        self.p2p_last: float | None = None
+        self.p2p_gaps: list[tuple[float, float]] = []
+        self.stale: list[tuple[float, int, float]] = []  #: (at, stream id, age s)
+        self.stale_n: dict[int, int] = {}
+        self.rel_next: dict[int, int] = {}
+        self.rel_rx = 0
+        self.rel_lost: list[tuple[float, int, int]] = []  #: (at, stream id, frames missing)
+        self.rel_lost_n = 0
+        self.rel_disorder = 0
+        self.rel_tx = 0
+        self.rel_busy = 0
 
     def since(self) -> float:
         return time.monotonic() - self.t0
@@ -95,6 +147,8 @@ class Agent:
     def on_receive(self, d: StreamDescriptor, payload: bytes, info: Any) -> None:
         now = time.monotonic()
         self.received[info.path] = self.received.get(info.path, 0) + 1
+        if self.cfg.both_ways:
+            self._on_timeline(d, payload, info, now)
         if d.stream_id != SID_STATE:
             return
         seq, sent, *q = _SAMPLE.unpack_from(payload)
@@ -108,13 +162,40 @@ class Agent:
         if verdict.value == "accepted":
             self.max_accepted_age = max(self.max_accepted_age, age)
 
+    def _on_timeline(self, d: StreamDescriptor, payload: bytes, info: Any, now: float) -> None:
+        """Exact ages (shared CLOCK_MONOTONIC), fast-path gaps, reliable sequence checks."""
+        if info.path == PATH_P2P:
+            if self.p2p_last is not None and now - self.p2p_last > GAP_S:
+                self.p2p_gaps.append((self.p2p_last, now))
+                del self.p2p_gaps[:-_KEEP]
+            self.p2p_last = now
+        if d.delivery == "reliable":
+            seq, _sent = _RELIABLE.unpack_from(payload)
+            want = self.rel_next.get(d.stream_id, 0)
+            if seq > want:
+                self.rel_lost.append((now, d.stream_id, seq - want))
+                del self.rel_lost[:-_KEEP]
+                self.rel_lost_n += seq - want
+            elif seq < want:
+                self.rel_disorder += 1
+                return
+            self.rel_next[d.stream_id] = seq + 1
+            self.rel_rx += 1
+            return
+        _seq, sent = struct.unpack_from("<Id", payload)
+        age = now - sent
+        if age > d.max_age_s:
+            self.stale_n[d.stream_id] = self.stale_n.get(d.stream_id, 0) + 1
+            self.stale.append((now, d.stream_id, age))
+            del self.stale[:-_KEEP]
+
     async def run(self) -> None:
         cfg = self.cfg
         room = Room(RoomConfig(**cfg.room))
         sc = SessionConfig(
             p2p=P2PConfig(), discover_ice_servers=cfg.discover_ice_servers, **cfg.session
         )
-        streams = descriptors(cfg.rate_hz)
+        streams = self.streams
         other = "follower" if cfg.role == "leader" else "leader"
         session = Session(
             room,
@@ -138,6 +219,8 @@ class Agent:
                 tasks.append(asyncio.ensure_future(self._publish()))
             else:
                 tasks.append(asyncio.ensure_future(self._follow()))
+            if cfg.reliable_hz > 0:
+                tasks.append(asyncio.ensure_future(self._reliable()))
             await self._serve()
         finally:
             for t in tasks:
@@ -172,19 +255,78 @@ class Agent:
             await asyncio.sleep(max(0.0, nxt - time.monotonic()))
 
     async def _follow(self) -> None:
-        period = 0.01
+        both = self.cfg.both_ways
+        period = 1.0 / self.cfg.rate_hz if both else 0.01
         pose = [0.0] * 5
         last = time.monotonic()
+        nxt = last
         fb = bytes(SAMPLE_SIZE)
+        pad = bytes(SAMPLE_SIZE - _SAMPLE.size)
+        seq = 0
         while True:
-            await asyncio.sleep(period)
+            nxt += period
+            await asyncio.sleep(max(0.0, nxt - time.monotonic()))
             now = time.monotonic()
             out = self.safety.update(now, pose)
             pose = [float(v) for v in out.command]
-            if out.state is SafetyState.HOLDING:
+            holding = out.state is SafetyState.HOLDING
+            if holding:
                 self.hold_s += now - last
             last = now
-            self.session.publish(SID_FEEDBACK, fb)
+            if not both:
+                self.session.publish(SID_FEEDBACK, fb)
+                continue
+            if holding and (not self.holds or self.holds[-1][1] is not None):
+                self.holds.append([now, None])
+                del self.holds[:-_KEEP]
+            elif not holding and self.holds and self.holds[-1][1] is None:
+                self.holds[-1][1] = now
+            # stamped just before each publish (the session's max age counts from there), so
+            # the leader can tell the exact age of what it gets
+            state = _SAMPLE.pack(seq, time.monotonic(), *pose) + pad
+            self.session.publish(SID_FSTATE, state)
+            wrench = _SAMPLE.pack(seq, time.monotonic(), *pose)[:WRENCH_SIZE]
+            self.session.publish(SID_FEEDBACK, wrench.ljust(WRENCH_SIZE, b"\0"))
+            seq += 1
+
+    async def _reliable(self) -> None:
+        """A numbered reliable stream: a frame refused for back-pressure is sent again once the
+        session is writable (refused, never lost), so any gap at the peer is a loss."""
+        sid = SID_REL_LEADER if self.cfg.role == "leader" else SID_REL_FOLLOWER
+        period = 1.0 / self.cfg.reliable_hz
+        nxt = time.monotonic()
+        while True:
+            try:
+                self.session.publish(sid, _RELIABLE.pack(self.rel_tx, time.monotonic()))
+                self.rel_tx += 1
+            except SessionBusy:
+                self.rel_busy += 1
+                await self.session.wait_writable()
+                continue
+            nxt += period
+            await asyncio.sleep(max(0.0, nxt - time.monotonic()))
+
+    def timeline(self) -> dict[str, Any]:
+        return {
+            "now": time.monotonic(),
+            "path": self.session.path,
+            "path_events": [
+                (e.at, e.old, e.new, e.reason, e.detection_s) for e in self.session.path_events
+            ][-_KEEP:],
+            "holds": self.holds,
+            "p2p_gaps": self.p2p_gaps,
+            "p2p_last": self.p2p_last,
+            "stale": self.stale,
+            "stale_n": {str(k): v for k, v in self.stale_n.items()},
+            "rel_tx": self.rel_tx,
+            "rel_rx": self.rel_rx,
+            "rel_busy": self.rel_busy,
+            "rel_lost": self.rel_lost,
+            "rel_lost_n": self.rel_lost_n,
+            "rel_disorder": self.rel_disorder,
+            "received": dict(self.received),
+            "failovers": self.session.stats().failovers,
+        }
 
     def stats(self) -> dict[str, Any]:
         snap = self.session.stats()
@@ -232,6 +374,8 @@ class Agent:
                 return
             if "stats" in msg:
                 self.link.say(stats=self.stats())
+            if "timeline" in msg:
+                self.link.say(timeline=self.timeline())
             if "reset" in msg:
                 self.latency.clear()
                 self.received.clear()

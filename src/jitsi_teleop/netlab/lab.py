@@ -57,6 +57,9 @@ class LabConfig:
     rate_hz: float = 100.0
     #: SessionConfig overrides for both sites
     session: dict[str, Any] = field(default_factory=dict)
+    #: traffic both ways at ``rate_hz`` and a reliable stream each way (agent.AgentConfig)
+    both_ways: bool = False
+    reliable_hz: float = 0.0
 
     def label(self) -> str:
         parts = [f"{self.nat_a}/{self.nat_b}"]
@@ -125,6 +128,12 @@ class SiteProc:
         self.seen.pop("stats", None)
         self.tell(stats=1)
         return await self.wait_for("stats", timeout)
+
+    async def timeline(self, timeout: float = 10.0) -> dict[str, Any]:
+        """What happened when (agent.Agent.timeline; needs ``both_ways``)."""
+        self.seen.pop("timeline", None)
+        self.tell(timeline=1)
+        return await self.wait_for("timeline", timeout)
 
     async def reset(self, timeout: float = 10.0) -> None:
         self.seen.pop("reset", None)
@@ -246,6 +255,8 @@ class Lab:
                 "secret_hex": self.secret_hex,
                 "rate_hz": self.cfg.rate_hz,
                 "session": self.cfg.session,
+                "both_ways": self.cfg.both_ways,
+                "reliable_hz": self.cfg.reliable_hz,
             }
         )
         return site

@@ -911,7 +911,10 @@ async def _run(config: SimConfig) -> None:
     print(f"dexter-sim listening on {config.host}:{sim.port}{extra}", flush=True)
     stop = asyncio.Event()
     with contextlib.suppress(NotImplementedError):  # not on Windows
-        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+        # SIGINT too (what ros2 launch sends): the same clean stop as SIGTERM, instead of the
+        # main task's cancellation racing the connection handlers
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            asyncio.get_running_loop().add_signal_handler(sig, stop.set)
     try:
         await stop.wait()
     finally:

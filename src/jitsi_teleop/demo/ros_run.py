@@ -237,6 +237,8 @@ def run_ros_demo(opts: DemoOptions) -> dict[str, Any]:
         for s in sites:
             s.close()
         sites.clear()
+        for c in ports:  # the hand and the table let go of the simulators before they stop
+            c.close()
         for p in reversed(procs):  # SIGINT, as ros2 launch stops them
             p.stop()
         exits = {p.name: p.proc.returncode for p in procs}

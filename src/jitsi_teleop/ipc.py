@@ -11,10 +11,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import sys
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
-__all__ = ["ChildProcess", "ParentLink", "SiteFailed"]
+__all__ = ["ChildProcess", "ParentLink", "SiteFailed", "run_child"]
+
+log = logging.getLogger(__name__)
+C = TypeVar("C")
 
 
 class SiteFailed(Exception):
@@ -52,6 +57,23 @@ class ParentLink:
                 return msg[key]
             if "eof" in msg:
                 raise SiteFailed("the parent went away")
+
+
+async def run_child(
+    config_type: Callable[..., C], run: Callable[[C, ParentLink], Awaitable[object]], what: str
+) -> int:
+    """A child's whole life: its config from the parent's first ``config`` line, then ``run``;
+    a failure reaches the parent as one ``error`` line (details on stderr) and exit status 1."""
+    link = ParentLink()
+    await link.start()
+    cfg = config_type(**await link.expect("config"))
+    try:
+        await run(cfg, link)
+    except Exception as exc:
+        log.exception("%s %s failed", what, getattr(cfg, "role", ""))
+        link.say(error=f"{type(exc).__name__}: {exc}")
+        return 1
+    return 0
 
 
 class ChildProcess:

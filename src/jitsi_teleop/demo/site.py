@@ -35,7 +35,7 @@ from jitsi_teleop.room.config import RoomConfig
 from jitsi_teleop.room.room import Room
 from jitsi_teleop.session import PATH_P2P, Session, SessionConfig
 
-from ..ipc import ParentLink
+from ..ipc import ParentLink, run_child
 from . import messages as m
 from .roles import FollowerRole, LeaderRole
 from .scenario import build_scenario
@@ -364,16 +364,7 @@ async def _report(
 
 
 async def _main() -> int:
-    link = ParentLink()
-    await link.start()
-    cfg = SiteConfig(**await link.expect("config"))
-    try:
-        await run_site(cfg, link)
-    except Exception as exc:  # one line for the parent; details on stderr
-        log.exception("site %s failed", cfg.role)
-        link.say(error=f"{type(exc).__name__}: {exc}")
-        return 1
-    return 0
+    return await run_child(SiteConfig, run_site, "site")
 
 
 def main() -> int:

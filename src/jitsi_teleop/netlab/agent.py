@@ -35,7 +35,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..ipc import ParentLink
+from ..ipc import ParentLink, run_child
 from ..links.p2p import P2PConfig
 from ..pairing import Secret
 from ..room.config import RoomConfig
@@ -385,16 +385,7 @@ class Agent:
 
 
 async def _main() -> int:
-    link = ParentLink()
-    await link.start()
-    cfg = AgentConfig(**await link.expect("config"))
-    try:
-        await Agent(cfg, link).run()
-    except Exception as exc:
-        log.exception("agent %s failed", cfg.role)
-        link.say(error=f"{type(exc).__name__}: {exc}")
-        return 1
-    return 0
+    return await run_child(AgentConfig, lambda cfg, link: Agent(cfg, link).run(), "agent")
 
 
 def main() -> int:

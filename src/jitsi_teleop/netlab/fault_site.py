@@ -32,7 +32,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..ipc import ParentLink
+from ..ipc import ParentLink, run_child
 from ..links.p2p import P2PConfig
 from ..pairing import Secret
 from ..room.config import RoomConfig
@@ -305,16 +305,7 @@ class FaultSite:
 
 
 async def _main() -> int:
-    link = ParentLink()
-    await link.start()
-    cfg = FaultSiteConfig(**await link.expect("config"))
-    try:
-        await FaultSite(cfg, link).run()
-    except Exception as exc:
-        log.exception("site %s failed", cfg.role)
-        link.say(error=f"{type(exc).__name__}: {exc}")
-        return 1
-    return 0
+    return await run_child(FaultSiteConfig, lambda cfg, link: FaultSite(cfg, link).run(), "site")
 
 
 def main() -> int:

@@ -39,10 +39,21 @@ def _run_all(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _modules_for(argv: list[str]) -> list[str]:
+    """The part modules a command needs: only its own. Importing every part would import the
+    project's packages before the fuzz worker instruments them (atheris instruments only what
+    is imported inside ``instrument_imports``), and the fuzzer would run blind."""
+    first = next((a for a in argv if not a.startswith("-")), None)
+    if first == "_fuzz-worker":
+        return ["fuzz"]
+    return [first] if first in PARTS else PARTS
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="part", required=True)
-    for part in PARTS:
+    for part in _modules_for(argv):
         importlib.import_module(f"faults_{part}").add_parser(sub)
     al = sub.add_parser("all", help="every part's full campaign, one after the other")
     al.add_argument("parts", nargs="*", help=f"default: all of {', '.join(PARTS)}")

@@ -14,10 +14,10 @@ over real TCP. Mid-motion the bench breaks the link, several times each way:
 
 For each: when the driver reported the link down, when the follower held, how many commands
 were acknowledged after the fault (goal 0: none may look delivered into a dead link) or issued
-while held (goal 0), when the driver reconnected after the link returned, and, on resume, the
-largest joint step commanded, the first one measured from the arm's real pose (goal: within
-the follower's velocity limit; the follower re-syncs to the measured pose and ramps toward the
-leader).
+while the driver reported the link down (goal 0), when the driver reconnected after the link
+returned, and, on resume, the largest joint step commanded, the first one measured from the
+arm's real pose (goal: within the follower's velocity limit; the follower re-syncs to the
+measured pose and ramps toward the leader).
 
 Everything runs inside a private network namespace (``unshare -n``: loopback only, connected to
 nothing; its iptables rules die with it), so it needs root; without root it says so and skips.
@@ -148,6 +148,7 @@ class Command:
     t: float  #: when the control tick produced it
     q: tuple[float, ...]  #: the target, rad
     measured: tuple[float, ...]  #: the arm's last measured pose at that tick
+    link_up: bool = True  #: the driver reported the robot link up when the tick produced it
     ok: bool | None = None  #: None while in flight
     done: float | None = None
     error: str = ""
@@ -175,6 +176,7 @@ class Follower:
         self.q: tuple[float, ...] | None = None
         self.q_at = -math.inf
         self.links: list[tuple[float, bool]] = []  #: (time, up)
+        self.link_up = True  #: as the driver last reported it
         self.holds: list[float] = []  #: times the follower went into a robot hold
         self.commands: list[Command] = []
         self.resuming: list[tuple[float, bool]] = []  #: (time, still ramping) per tick
@@ -191,6 +193,7 @@ class Follower:
     def _on_link(self, up: bool) -> None:
         now = time.monotonic()
         self.links.append((now, up))
+        self.link_up = up
         if not up and self.resync:
             self.control.robot_lost(now)  # hold now; staleness would catch it too
             self._note_hold(now)
@@ -237,7 +240,7 @@ class Follower:
                 out = tick.command
                 if out.state is not SafetyState.IDLE and not self.control.robot_down:
                     q = tuple(float(v) for v in out.command)
-                    self._pending = Command(now, q, self.q)
+                    self._pending = Command(now, q, self.q, self.link_up)
                     self._wake.set()
             deadline = max(deadline + period, time.monotonic())
             await asyncio.sleep(deadline - time.monotonic())
@@ -278,7 +281,9 @@ class FaultResult:
     resume_s: float | None = None  #: link back -> the follower re-synced to the measured pose
     acked_while_cut: int = 0  #: commands reported delivered while nothing could reach the robot
     late_delivered: int = 0  #: issued before the hold, delivered by TCP after the link returned
-    issued_while_down: int = 0  #: commands issued between the hold and the re-sync
+    #: commands the follower issued while the driver reported the robot link down (the hold
+    #: must last until the link is back and the arm measured again)
+    issued_while_down: int = 0
     failed_commands: int = 0  #: commands that raised (the caller knew)
     gap_rad: float | None = None  #: |arm at re-sync - last command before the fault|, max joint
     first_step_rad: float | None = None  #: |first command after re-sync - arm then|
@@ -296,7 +301,7 @@ class FaultResult:
         if self.acked_while_cut:
             bad.append(f"{self.acked_while_cut} commands acknowledged while cut")
         if self.issued_while_down:
-            bad.append(f"{self.issued_while_down} commands issued while held")
+            bad.append(f"{self.issued_while_down} commands issued while the link was down")
         if self.first_step_rad is not None and self.first_step_rad > limits.first_step_rad:
             bad.append(f"first step {self.first_step_rad:.4f} rad > {limits.first_step_rad:.4f}")
         v = self.max_velocity_rad_s
@@ -383,8 +388,7 @@ async def run_fault(
     res.late_delivered = sum(
         1 for c in cmds if c.ok and c.done and t_fault < c.t < t_back and c.done > t_back
     )
-    hold_t = holds[0] if holds else t_fault
-    res.issued_while_down = sum(1 for c in cmds if hold_t < c.t < t_resync)
+    res.issued_while_down = sum(1 for c in cmds if not c.link_up)
     after = [c for c in cmds if c.t >= t_resync]
     if not after:
         res.errors.append("no command after the re-sync")

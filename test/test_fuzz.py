@@ -63,6 +63,9 @@ def test_short_fuzz_campaign_finds_nothing(tmp_path: Path) -> None:
     ]
     assert not findings, "\n".join(findings) + "\n" + proc.stdout[-3000:]
     assert all(t["inputs"] > 0 for t in doc["targets"]), proc.stdout
+    if doc["engine"] == "atheris":  # coverage-guided only if the parsers were instrumented
+        blind = [t["name"] for t in doc["targets"] if not t.get("coverage")]
+        assert not blind, f"no coverage reported (not instrumented?): {blind}\n{proc.stdout}"
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
 

@@ -111,6 +111,33 @@ async def test_reliable_queue_backpressure(prosody, rooms, room_name):
     assert got == list(range(20))
 
 
+async def test_signals_pass_a_full_reliable_queue(prosody, rooms, room_name):
+    """While the room is the only path, reliable frames can fill their queue for the whole
+    outage; the signalling that brings the fast path back (offer, answer, candidates) must
+    still be admitted and sent first, or the fast path never returns."""
+    leader, follower = await pair(prosody, rooms, room_name)
+    link = MucLink(leader, follower.nick, reliable_max_items=8)
+    back = MucLink(follower, leader.nick)
+    frames: list[int] = []
+    order: list[str] = []
+    back.set_receive_callback(lambda n, s, p: (frames.append(int(p)), order.append("f")))
+    back.set_signal_callback(lambda n, m: order.append(m["t"]))
+    sent = 0
+    with pytest.raises(LinkBusy):
+        while True:
+            link.send(2, b"%d" % sent, latest=False)
+            sent += 1
+    link.send_signal({"t": "offer"})  # admitted although the frame queue is full
+    for _ in range(5):
+        link.send_signal({"t": "cand"})
+    await eventually(lambda: len(frames) == sent, timeout=20, what="all queued frames")
+    await eventually(lambda: order.count("cand") == 5, what="every candidate")
+    assert frames == list(range(sent))
+    # the signals overtook the queued frames (the first frame may already have been on the wire)
+    assert order.index("offer") <= 1, order
+    assert max(i for i, k in enumerate(order) if k == "cand") < order.index("f", 2), order
+
+
 async def test_signal_validation_and_size(prosody, rooms, room_name):
     leader, follower = await pair(prosody, rooms, room_name)
     link = MucLink(leader, follower.nick, max_signal_bytes=1000)

@@ -66,12 +66,20 @@ class _Out:
         """Ack channel: the stream id, or ``sig`` for signals."""
         return "sig" if self.kind == "signal" else str(self.stream_id)
 
+    @property
+    def lane(self) -> str:
+        """Send queue: ``signal`` (the fast path's signalling, the pairing) or ``data``."""
+        return "signal" if self.kind == "signal" else "data"
+
 
 class MucLink(Link):
     """Slow path to one peer (``peer_nick``) through the room. Create it inside the loop.
 
-    Sending: reliable messages (and signals) first, in order; then the longest-waiting
-    latest-only stream's newest frame; each only when the room's byte budget allows.
+    Sending: signals first, then reliable frames, each in order; then the longest-waiting
+    latest-only stream's newest frame; each only when the room's byte budget allows. Signals
+    have a queue (and bounds) of their own: while the room path is the only path, reliable
+    frames can fill theirs for as long as the outage lasts, and the offer, answer and
+    candidates that would bring the fast path back must not wait behind them (or be refused).
     ``max_latest_age``: a latest-only frame older than this when its turn comes is dropped
     (counted as ``expired``) rather than sent late.
 
@@ -98,6 +106,8 @@ class MucLink(Link):
         max_latest_streams: int = 64,
         max_latest_age: float = 1.0,
         max_signal_bytes: int = 32 * 1024,
+        signal_max_items: int = 64,
+        signal_max_bytes: int = 128 * 1024,
         follow_key: bool = True,
         peer_silence: float = 1.0,
         ack_interval: float = 0.3,
@@ -121,6 +131,8 @@ class MucLink(Link):
         self._stats = LinkStats()
         self._latest: LatestSlots[_Out] = LatestSlots(max_latest_streams)
         self._reliable: BoundedQueue[_Out] = BoundedQueue(reliable_max_items, reliable_max_bytes)
+        self._signals: BoundedQueue[_Out] = BoundedQueue(signal_max_items, signal_max_bytes)
+        self._queues = {"data": self._reliable, "signal": self._signals}
         self._seq: dict[int, int] = {}
         self._signal_seq = 0
         self._rx_epoch: str | None = None
@@ -143,7 +155,9 @@ class MucLink(Link):
         self.ack_interval = ack_interval
         self.ack_timeout = ack_timeout
         self._unacked: deque[tuple[_Out, float]] = deque()
-        self._unacked_bytes = 0
+        #: per lane: items and bytes sent and not acked yet (they count against its bounds)
+        self._unacked_n = {"data": 0, "signal": 0}
+        self._unacked_b = {"data": 0, "signal": 0}
         self._ack_due: dict[str, int] = {}
         self._ack_epoch: str | None = None
         self._ack_task: asyncio.Future[None] | None = None
@@ -164,7 +178,7 @@ class MucLink(Link):
 
     @property
     def stats(self) -> LinkStats:
-        self._stats.queued_reliable = len(self._reliable)
+        self._stats.queued_reliable = len(self._reliable) + len(self._signals)
         self._stats.pending_latest = len(self._latest)
         return self._stats
 
@@ -242,31 +256,36 @@ class MucLink(Link):
         return self._overhead + 4 * ((payload_len + 2) // 3)
 
     # ------------------------------------------------------------------ sending -----------
-    def _has_room(self, size: int) -> bool:
-        q = self._reliable
+    def _has_room(self, size: int, lane: str = "data") -> bool:
+        q = self._queues[lane]
         return (
-            len(q) + len(self._unacked) < q.max_items
-            and q.bytes + self._unacked_bytes + size <= q.max_bytes
+            len(q) + self._unacked_n[lane] < q.max_items
+            and q.bytes + self._unacked_b[lane] + size <= q.max_bytes
         )
 
     def _put_reliable(self, item: _Out, size: int) -> None:
-        """Admit a reliable item; what waits for an ack counts against the same bounds, so
-        a peer that stops acking (gone, or its session died) causes backpressure."""
+        """Admit a reliable item to its lane; what waits for an ack counts against the same
+        bounds, so a peer that stops acking (gone, or its session died) causes backpressure.
+        ``wait_writable`` is about frames: a full signal lane refuses signals only."""
         item.size = size
-        if not self._has_room(size):
+        lane = item.lane
+        q = self._queues[lane]
+        if not self._has_room(size, lane):
             self._stats.refused += 1
-            self._writable.clear()
+            if lane == "data":
+                self._writable.clear()
             raise LinkBusy(
-                f"reliable queue full ({len(self._reliable)} queued, {len(self._unacked)} "
-                f"awaiting ack, {self._reliable.bytes + self._unacked_bytes} bytes)"
+                f"{'signal' if lane == 'signal' else 'reliable'} queue full ({len(q)} queued, "
+                f"{self._unacked_n[lane]} awaiting ack, {q.bytes + self._unacked_b[lane]} bytes)"
             )
         try:
-            self._reliable.put(item, size)
+            q.put(item, size)
         except QueueFull as e:
             self._stats.refused += 1
-            self._writable.clear()
+            if lane == "data":
+                self._writable.clear()
             raise LinkBusy(str(e)) from e
-        if not self._has_room(1):
+        if lane == "data" and not self._has_room(1):
             self._writable.clear()
 
     def _update_writable(self) -> None:
@@ -274,8 +293,11 @@ class MucLink(Link):
             self._writable.set()
 
     def _next(self) -> tuple[_Out, bool] | None:
-        """Reliable first (commands, signalling), then the longest-waiting latest stream."""
-        head = self._reliable.peek()
+        """Signals first, then reliable frames (commands), then the longest-waiting latest
+        stream."""
+        head = self._signals.peek()
+        if head is None:
+            head = self._reliable.peek()
         if head is not None:
             return head, True
         pending = self._latest.peek()
@@ -344,7 +366,7 @@ class MucLink(Link):
                 await asyncio.sleep(delay)
                 continue
             if reliable:
-                self._reliable.pop()
+                self._queues[item.lane].pop()
             else:
                 self._latest.pop(item.stream_id)
             try:
@@ -352,13 +374,14 @@ class MucLink(Link):
             except Exception as e:  # went offline between the check and the send
                 log.debug("slow path send failed: %s", e)
                 if reliable:
-                    self._reliable.requeue_front([(item, item.size)])
+                    self._queues[item.lane].requeue_front([(item, item.size)])
                 continue
             resend = item.seq is not None
             if reliable:
                 item.seq = seq
                 self._unacked.append((item, time.monotonic()))
-                self._unacked_bytes += item.size
+                self._unacked_n[item.lane] += 1
+                self._unacked_b[item.lane] += item.size
             if resend:
                 self._stats.resent += 1
             elif item.kind == "signal":
@@ -448,10 +471,10 @@ class MucLink(Link):
         duplicates by sequence number and re-acks them)."""
         if not self._unacked:
             return
-        items = [(item, item.size) for item, _t in self._unacked]
+        for lane, q in self._queues.items():
+            q.requeue_front([(item, item.size) for item, _t in self._unacked if item.lane == lane])
+            self._unacked_n[lane] = self._unacked_b[lane] = 0
         self._unacked.clear()
-        self._unacked_bytes = 0
-        self._reliable.requeue_front(items)
         self._wake.set()
 
     async def _retransmit_timer(self) -> None:
@@ -481,7 +504,8 @@ class MucLink(Link):
             kept: deque[tuple[_Out, float]] = deque()
             for item, t in self._unacked:
                 if item.channel == ch and item.seq is not None and item.seq <= upto:
-                    self._unacked_bytes -= item.size
+                    self._unacked_n[item.lane] -= 1
+                    self._unacked_b[item.lane] -= item.size
                 else:
                     kept.append((item, t))
             self._unacked = kept

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import textwrap
 import time
 
 import pytest
@@ -69,17 +68,31 @@ def test_veth_between_namespaces_never_touches_root_and_is_torn_down():
     assert _root_links() == before
 
 
-def test_sigterm_tears_down_namespaces_of_the_process():
-    script = textwrap.dedent(
-        """
-        import sys, time
-        from jitsi_teleop.netlab import netns
-        ns = netns.Netns("sig").create()
-        ns.popen(["sleep", "60"])
-        print(ns.name, flush=True)
-        time.sleep(60)
-        """
-    )
+_FROM_MAIN = """
+import sys, time
+from jitsi_teleop.netlab import netns
+ns = netns.Netns("sig").create()
+ns.popen(["sleep", "60"])
+print(ns.name, flush=True)
+time.sleep(60)
+"""
+#: the namespace is made by a worker thread (as from an executor), where no signal handler can
+#: be set; the program's main thread installs the hook afterwards
+_FROM_THREAD = """
+import sys, threading, time
+from jitsi_teleop.netlab import netns
+made = []
+t = threading.Thread(target=lambda: made.append(netns.Netns("sig").create()))
+t.start(); t.join()
+assert netns.install_term_hook()
+made[0].popen(["sleep", "60"])
+print(made[0].name, flush=True)
+time.sleep(60)
+"""
+
+
+@pytest.mark.parametrize("script", [_FROM_MAIN, _FROM_THREAD], ids=["main", "thread"])
+def test_sigterm_tears_down_namespaces_of_the_process(script: str):
     p = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     try:
         name = p.stdout.readline().strip()

@@ -62,16 +62,31 @@ def run(args: Sequence[str], *, check: bool = True, timeout: float = 30.0) -> st
 
 _lock = threading.RLock()
 _live: dict[str, Netns] = {}
-_hooks_installed = False
+_atexit_installed = False
+_term_installed = False
 
 
 def _install_hooks() -> None:
-    global _hooks_installed
-    if _hooks_installed:
-        return
-    _hooks_installed = True
-    atexit.register(teardown_all)
-    if threading.current_thread() is threading.main_thread():
+    """Tear down at exit, and on SIGTERM. A signal handler can only be set from the main
+    thread: a namespace first made from another thread (an executor, a test's thread) leaves
+    the SIGTERM hook to the next call from the main thread, or to :func:`install_term_hook`."""
+    global _atexit_installed
+    if not _atexit_installed:
+        _atexit_installed = True
+        atexit.register(teardown_all)
+    install_term_hook()
+
+
+def install_term_hook() -> bool:
+    """Make SIGTERM tear down this process's namespaces first (then do what it did before).
+    Call it from the main thread of a program that creates namespaces from other threads;
+    returns whether the hook is in place."""
+    global _term_installed
+    with _lock:
+        if _term_installed:
+            return True
+        if threading.current_thread() is not threading.main_thread():
+            return False
         previous = signal.getsignal(signal.SIGTERM)
 
         def on_term(signum: int, frame: object) -> None:
@@ -83,6 +98,8 @@ def _install_hooks() -> None:
                 os.kill(os.getpid(), signal.SIGTERM)
 
         signal.signal(signal.SIGTERM, on_term)
+        _term_installed = True
+        return True
 
 
 def teardown_all() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -124,6 +125,22 @@ async def test_room_from_explicit_settings():
     with pytest.raises(SiteError, match="host:port"):
         await resolve_room(RoomOptions(domain="d", room="r", tcp="nohost"), "leader", "")
     assert meeting_room_name("https://meet.example.org/tenant/MyLab?x=1") == "mylab"
+
+
+async def test_room_keepalive_from_site_settings():
+    """The transport node's ping_* parameters reach the room (how soon a connection that died
+    silently is found); a bad value is a clear site error, not a traceback."""
+    opts = RoomOptions(domain="d", room="r", tcp="127.0.0.1:5999")
+    default = await resolve_room(opts, "leader", "")
+    assert (default.ping_interval, default.ping_timeout, default.ping_failures) == (5.0, 3.0, 1)
+    fast = await resolve_room(
+        dataclasses.replace(opts, ping_interval=1.0, ping_timeout=0.5, ping_failures=2),
+        "leader",
+        "",
+    )
+    assert (fast.ping_interval, fast.ping_timeout, fast.ping_failures) == (1.0, 0.5, 2)
+    with pytest.raises(SiteError, match="ping_timeout"):
+        await resolve_room(dataclasses.replace(opts, ping_timeout=0.0), "leader", "")
 
 
 def _plan(role: str, **kw: str) -> dict[str, list]:

@@ -44,6 +44,11 @@ class RoomOptions:
     account: Account | None = None  #: log in with this account instead of anonymously
     #: no MUC: pair one-to-one with these accounts (``room`` is then the pairing namespace)
     direct_peers: tuple[str, ...] = ()
+    #: room keepalive (RoomConfig): a connection that died silently (a NAT reboot) is found
+    #: within ping_interval + ping_timeout s
+    ping_interval: float = 5.0
+    ping_timeout: float = 3.0
+    ping_failures: int = 1
 
 
 def meeting_room_name(url: str) -> str:
@@ -63,6 +68,9 @@ async def resolve_room(opts: RoomOptions, role: str, key_id: str, robot: str = "
         display_name=f"jitsi-teleop {role}",
         account=opts.account,
         direct_peers=opts.direct_peers,
+        ping_interval=opts.ping_interval,
+        ping_timeout=opts.ping_timeout,
+        ping_failures=opts.ping_failures,
     )
     tcp_host, tcp_port = None, 5222
     if opts.tcp:
@@ -89,7 +97,10 @@ async def resolve_room(opts: RoomOptions, role: str, key_id: str, robot: str = "
             over.update(tcp_host=tcp_host, tcp_port=tcp_port, websocket_url=None, bosh_url=None)
         if opts.account is not None:  # the account's domain, not the guest domain
             over["domain"] = opts.account.domain
-        return settings.room_config(**over)
+        try:
+            return settings.room_config(**over)
+        except ValueError as e:
+            raise SiteError(f"room settings: {e}") from None
     room = opts.room or (meeting_room_name(opts.meeting_url) if opts.meeting_url else "")
     if not (domain and room and (opts.websocket_url or opts.bosh_url or tcp_host)):
         raise SiteError(

@@ -14,7 +14,8 @@ Parameters (all read-only): ``role``, ``config`` (topic YAML; default the packag
 ``$JITSI_TELEOP_PASSPHRASE``: never the secret itself as a parameter), ``loopback_only``
 (ICE on 127.0.0.1 only: tests and the one-machine simulation), ``impairment_relay`` (the
 fast path through the demo's delay/loss relay on this host), ``stun_turn`` (ask the server
-for STUN/TURN), ``robot``, ``diagnostics_period``.
+for STUN/TURN), ``robot``, ``diagnostics_period``, and the room keepalive (``ping_interval``,
+``ping_timeout``, ``ping_failures``: how soon a room connection that died silently is found).
 
 Out: the peer's topics under ``peer_prefix``, and ``/diagnostics`` (path in use, peer, round
 trip, clock, failovers, problems; per topic: rate, one-way latency p50/p99, age, drops).
@@ -161,6 +162,9 @@ class TransportNode(Node):
             focus=p["focus"],
             password=os.environ.get("JITSI_TELEOP_ROOM_PASSWORD", "") or p["password"],
             insecure=p["insecure"],
+            ping_interval=p["ping_interval"],
+            ping_timeout=p["ping_timeout"],
+            ping_failures=p["ping_failures"],
         )
         room_hint = opts.room or opts.meeting_url.rstrip("/").rsplit("/", 1)[-1]
         lan = is_lan_room(p["room"])  # room:=lan:NAME: serverless, XEP-0174 on the LAN
@@ -293,6 +297,13 @@ class TransportNode(Node):
             ),
             "robot": ("dexter", "robot name announced in presence"),
             "diagnostics_period": (1.0, "s between /diagnostics messages"),
+            "ping_interval": (
+                5.0,
+                "room keepalive: s between pings to the server; a connection that died "
+                "silently (a NAT reboot) is found within ping_interval + ping_timeout",
+            ),
+            "ping_timeout": (3.0, "room keepalive: s to wait for any byte from the server"),
+            "ping_failures": (1, "room keepalive: failed pings in a row that drop the connection"),
         }
         out = {}
         for name, (default, text) in spec.items():

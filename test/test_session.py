@@ -10,7 +10,7 @@ import pytest
 
 from jitsi_teleop.links.p2p import P2PConfig, loopback_only
 from jitsi_teleop.pairing import Secret
-from jitsi_teleop.session import PATH_MUC, PATH_P2P, Session, SessionConfig
+from jitsi_teleop.session import PATH_MUC, PATH_P2P, Session, SessionBusy, SessionConfig
 from jitsi_teleop.wire import StreamDescriptor
 from prosody_server import eventually, room_config
 
@@ -219,3 +219,41 @@ async def test_ice_servers_come_from_the_servers_extdisco(prosody, rooms, room_n
         assert turn and turn[0].credential  # TURN REST credentials from the server
     finally:
         await session.close()
+
+
+@pytest.mark.timeout(120)
+async def test_room_path_alone_drains_a_reliable_backlog_without_duplicates(
+    prosody, rooms, room_name
+):
+    """No fast path (UDP blocked, no TURN): the room is all there is, at the server's 10 kB/s.
+    A reliable stream beside 500 Hz latest streams both ways, faster than the room can carry,
+    builds a backlog; it must arrive whole and in order, and the session must not resend what
+    the room link still holds (it retransmits by itself): such duplicates queue behind the
+    originals, and the backlog only grows (before the fix: 338 duplicates of 434 frames)."""
+    cfg = fast_config(use_p2p=False)
+    leader, follower, _lsink, fsink, *_ = await make_pair(prosody, rooms, room_name, cfg, cfg)
+    try:
+        sent: list[int] = []
+        end = asyncio.get_running_loop().time() + 10.0
+        i = 0
+        while asyncio.get_running_loop().time() < end:
+            leader.publish(1, sample(i))
+            follower.publish(7, sample(i))
+            if i % 10 == 0:  # 50 Hz of 200 bytes: more than the room's budget
+                try:
+                    leader.publish(2, struct.pack("<I", i) + bytes(196))
+                    sent.append(i)
+                except SessionBusy:  # back-pressure: refused, not lost; try at the next one
+                    pass
+            i += 1
+            await asyncio.sleep(0.002)
+        assert len(sent) > 100
+        await eventually(
+            lambda: fsink.values("/mode") == sent, timeout=40, what="every reliable frame"
+        )
+        assert fsink.paths("/mode") == {PATH_MUC}
+        dup = follower.stats().paths[PATH_MUC].streams[2].drops.get("duplicate", 0)
+        assert dup <= len(sent) // 10, f"{dup} duplicates of {len(sent)} frames"
+        await eventually(lambda: leader.stats().unacked == 0, timeout=20, what="all acked")
+    finally:
+        await close_all(leader, follower)

@@ -143,6 +143,9 @@ class SessionConfig:
     lock_room: bool = False
     ack_interval: float = 0.05
     resend_after: float = 1.0
+    #: a frame the room link accepted is resent by the session only after this long without
+    #: an ack (the room link retransmits by itself; at its ~9 kB/s a backlog takes a while)
+    room_resend_after: float = 30.0
     max_unacked: int = 512
     max_reorder: int = 1024
     #: sealed message size; fits both the data channel (64 KiB) and a MUC stanza
@@ -223,6 +226,8 @@ ReceiveCallback = Callable[[wire.StreamDescriptor, bytes, ReceiveInfo], None]
 class _Unacked:
     frame: wire.Frame
     sent_at: float = 0.0  # monotonic; 0 = never sent
+    #: the link that last accepted it (a room link retransmits what it accepted by itself)
+    link: object | None = None
 
 
 @dataclass
@@ -1062,6 +1067,7 @@ class Session:
             if entry.sent_at:
                 self._count("resent")
             entry.sent_at = time.monotonic()
+            entry.link = link
         return True
 
     def _drop_unacked(self, frame: wire.Frame) -> None:
@@ -1076,10 +1082,21 @@ class Session:
     def _resend_due(self) -> None:
         now = time.monotonic()
         after = self.config.resend_after
-        if self._path == PATH_MUC:  # the room link retransmits itself; do not flood it
+        muc = self._muc if self._path == PATH_MUC else None
+        if muc is not None:  # the room link retransmits itself; do not flood it
             after = max(after, 3.0)
+
+        def due_now(e: _Unacked) -> bool:
+            if muc is not None and e.link is muc:
+                # accepted by the room link, which resends it itself until acked: a resend
+                # now would queue a duplicate behind the original and, at the room's ~9 kB/s,
+                # push the rest further back until the backlog only grows (the cut campaign
+                # left 765 frames undelivered); only a long silence warrants one
+                return now - e.sent_at > self.config.room_resend_after
+            return now - e.sent_at > after
+
         for pending in list(self._unacked.values()):
-            due = [e for e in pending.values() if now - e.sent_at > after]
+            due = [e for e in pending.values() if due_now(e)]
             for entry in sorted(due, key=lambda e: e.frame.seq):
                 self._send_frame(entry.frame, entry)
 

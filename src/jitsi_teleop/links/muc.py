@@ -3,7 +3,8 @@
 Each frame is ``<message type="chat"><frame xmlns="urn:jitsi-teleop:0" .../></message>`` with a
 base64 payload. Everything we send is shaped by the room's byte budget (the server's per-client
 rate limit), so a 500 Hz stream is thinned to what fits instead of building a backlog. The same
-link carries JSON signalling messages (the fast path's offer/answer) in the reliable queue.
+link carries JSON signalling messages (the pairing, the fast path's offer/answer/candidates),
+reliable too, in a queue of their own that goes first.
 """
 
 from __future__ import annotations

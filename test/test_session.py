@@ -257,3 +257,39 @@ async def test_room_path_alone_drains_a_reliable_backlog_without_duplicates(
         await eventually(lambda: leader.stats().unacked == 0, timeout=20, what="all acked")
     finally:
         await close_all(leader, follower)
+
+
+async def test_a_lost_room_channel_to_a_present_peer_is_reopened(prosody, rooms, room_name):
+    """Should the channel to the peer be closed while the peer stays in the room (some
+    order of leave/join events that the session did not foresee), the session opens it
+    again: else the room path is silently dead and the next cut has nowhere to go."""
+    leader, follower, lsink, _fsink, *_ = await make_pair(prosody, rooms, room_name)
+    try:
+        await eventually(
+            lambda: leader.path == PATH_P2P and follower.path == PATH_P2P,
+            timeout=20,
+            what="both ends on the data channel",
+        )
+        peer = leader.peer
+        assert peer is not None and leader._pairer is not None
+        leader._pairer._drop(peer)  # the channel goes; the peer is still in the room
+        await eventually(
+            lambda: leader._pairer.channel(peer) is not None, what="room channel reopened"
+        )
+        assert leader.counters.get("room_channel_reopened", 0) >= 1
+        assert follower._p2p is not None
+        await follower._p2p.close()  # now the room path is needed
+        await eventually(
+            lambda: leader.path == PATH_MUC and follower.path == PATH_MUC,
+            what="both ends failed over to the room",
+        )
+        mark = len(lsink.items)
+        for i in range(500):
+            follower.publish(7, sample(i))
+            await asyncio.sleep(0.01)
+            if PATH_MUC in lsink.paths_since(mark, "/wrench"):
+                break
+        assert PATH_MUC in lsink.paths_since(mark, "/wrench")
+        assert leader.peer == peer  # the same pairing all along
+    finally:
+        await close_all(leader, follower)

@@ -587,12 +587,33 @@ class Session:
                     continue
                 if self._peer_left and self.carrier.online and not self._pairer.seeking:
                     self._pairer.seek(True, self._peer)
+                self._mend_room_channel()
                 await self._maintain_p2p()
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("session maintenance")
                 await asyncio.sleep(0.5)
+
+    def _mend_room_channel(self) -> None:
+        """The peer is in the room but we hold no channel to it: open one. Events keep the
+        channel right (the peer leaves, comes back); this catches any order of them that
+        does not, since without a channel the room path is silently gone for good (our
+        frames go nowhere, the peer's are refused as foreign) and the next fast-path cut
+        has nothing to fail over to."""
+        peer = self._peer
+        if (
+            peer is None
+            or self._pairer is None
+            or self._peer_left
+            or self._pairer.channel(peer) is not None
+            or not self.carrier.is_present(peer)
+        ):
+            return
+        self._pairer.refresh()
+        if self._pairer.channel(peer) is not None:
+            self._count("room_channel_reopened")
+            log.warning("no room channel to peer %s although it is in the room: reopened", peer)
 
     def _on_carrier_event(self, event: CarrierEvent) -> None:
         """The authenticated peer left the room: forget the pairing and look for it again

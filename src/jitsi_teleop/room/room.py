@@ -449,6 +449,11 @@ class Room:
         self._occupants = self._building if self._building is not None else {}
         self._building = None
         deadline = time.monotonic() + self.config.rejoin_grace
+        for nick in self._occupants:
+            # back: a grace begun while we were away (the server said it left "for technical
+            # reasons" just before our own stream ended) is over; left running, its expiry
+            # would remove the occupant that came back
+            self._grace.pop(nick, None)
         for nick, old in before.items():
             if old.is_self:
                 continue

@@ -11,11 +11,13 @@ import contextlib
 import secrets
 import socket
 
+import aioice
+import aioice.ice
 import pytest
 
 from coturn_server import LoopbackCoturn, coturn_missing, delay_proxy, free_udp_port
 from jitsi_teleop.links.base import LinkError
-from jitsi_teleop.links.ice import choose_servers, parse_ice_url
+from jitsi_teleop.links.ice import IceAgent, choose_servers, parse_ice_url
 from jitsi_teleop.links.p2p import (
     DescriptionError,
     P2PConfig,
@@ -161,6 +163,10 @@ async def test_relay_only_while_direct_fails_then_upgrade_to_direct(coturn):
                 or sel.remote_type == "relay"
             )
             await stream(a, b)  # data flows through coturn
+            # several upgrade rounds while the direct path is still dead: no pair gets around
+            # the blackout (probing the peer's address as coturn saw it did, on loopback)
+            await asyncio.sleep(2.0)
+            assert all(kinds(lk) == {"channel": "relay", "datagram": "relay"} for lk in (a, b))
             relay.impairment = Impairment()  # the direct path starts working
             await eventually(
                 lambda: all(
@@ -180,6 +186,48 @@ async def test_relay_only_while_direct_fails_then_upgrade_to_direct(coturn):
             await asyncio.gather(a.close(), b.close())
     finally:
         relay.close()
+
+
+async def test_upgrade_probes_pair_a_learned_address_only_with_the_socket_it_reached():
+    """While relayed, the agent re-checks direct pairs: our host sockets against the peer's
+    offered addresses. An address learned from a check that came through TURN (peer
+    reflexive, as the TURN server saw the peer) is not among them (RFC 8445 pairs it with
+    the socket it reached): probing it from a host socket went around the addresses the
+    peer offered, and, here on loopback, around the test relay's blackout (a flaky test).
+    And a direct check still running when the relay won is probed again."""
+    agent = IceAgent(controlling=True, address_filter=ipv4_loopback)
+    await agent.gather_host()
+    try:
+        agent.remote_username, agent.remote_password = "u", "p" * 22
+        offered = aioice.Candidate("1", 1, "udp", 100, "127.0.0.1", 40001, "srflx")
+        learned = aioice.Candidate("2", 1, "udp", 100, "127.0.0.1", 40002, "prflx")
+        relayed = aioice.Candidate("3", 1, "udp", 100, "127.0.0.1", 40003, "relay")
+        agent._remote_candidates += [offered, learned, relayed]
+        targets = {
+            (p.remote_candidate.type, p.remote_candidate.port) for p in agent._direct_pairs()
+        }
+        assert targets == {("srflx", 40001)}
+        # a peer-reflexive address that reached a host socket directly is probed again
+        host = agent._protocols[0]
+        agent._check_list.append(aioice.ice.CandidatePair(host, learned))
+        targets = {
+            (p.remote_candidate.type, p.remote_candidate.port) for p in agent._direct_pairs()
+        }
+        assert targets == {("srflx", 40001), ("prflx", 40002)}
+        # a check that aioice cancelled when the connection completed is left "in progress"
+        # with no task: probed again (else a direct pair still trying when the relay won is
+        # never retried, and the upgrade never happens)
+        (pair,) = [p for p in agent._check_list if p.remote_candidate is offered]
+        pair.state, pair.task = aioice.ice.CandidatePair.State.IN_PROGRESS, None
+        assert pair in agent._direct_pairs()
+        running = asyncio.ensure_future(asyncio.sleep(10))
+        pair.task = running  # a check really running is left alone
+        assert pair not in agent._direct_pairs()
+        running.cancel()
+        await asyncio.sleep(0)
+        assert pair in agent._direct_pairs()
+    finally:
+        await agent.close()
 
 
 # ---------------------------------------------------------------- bad TURN servers -----

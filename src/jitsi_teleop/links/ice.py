@@ -193,6 +193,14 @@ class SelectedPair:
         return d
 
 
+def _check_abandoned(pair: aioice.ice.CandidatePair) -> bool:
+    """In progress with no check running: aioice cancels the checks still running when the
+    connection completes and leaves their pairs "in progress" for good. These are the direct
+    pairs that were still trying when the relay won (a direct path dead or slow at first),
+    the very ones an upgrade must probe again."""
+    return pair.task is None or pair.task.done()
+
+
 def _relayed(pair: aioice.ice.CandidatePair) -> bool:
     return pair.local_candidate.type == "relay" or pair.remote_candidate.type == "relay"
 
@@ -576,11 +584,17 @@ class IceAgent(aioice.Connection):
                 if remote.type == "relay" or not protocol.local_candidate.can_pair_with(remote):
                     continue
                 pair = self._find_pair(protocol, remote)
+                if pair is None and remote.type == "prflx":
+                    # learned from a check that reached another of our sockets, perhaps
+                    # through TURN (the peer's address as the TURN server saw it): RFC 8445
+                    # pairs it with that socket only, and a probe from elsewhere would go
+                    # around the addresses the peer offered
+                    continue
                 if pair is None:
                     pair = aioice.ice.CandidatePair(protocol, remote)
                     pair.state = _State.FAILED
                     self._check_list.append(pair)
-                if pair.state != _State.IN_PROGRESS:
+                if pair.state != _State.IN_PROGRESS or _check_abandoned(pair):
                     out.append(pair)
         return out
 

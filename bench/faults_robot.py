@@ -211,11 +211,10 @@ class Follower:
         self._tasks = [loop.create_task(self._ticker()), loop.create_task(self._sender())]
 
     async def stop(self) -> None:
-        for t in self._tasks:
-            t.cancel()
-        for t in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
+        from jitsi_teleop.tasks import cancel_and_wait
+
+        for t in self._tasks:  # the sender's cancel can be lost in wait_for: hung for good
+            await cancel_and_wait(t)
         await self.client.stop()
 
     async def _ticker(self) -> None:

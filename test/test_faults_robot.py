@@ -24,6 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 pytestmark = [
     pytest.mark.slow,
+    pytest.mark.timeout(300),  # the campaign's own bound (240 s) must fire first, with its log
     pytest.mark.skipif(
         os.geteuid() != 0 or not all(shutil.which(t) for t in ("unshare", "iptables", "ss")),
         reason="needs root, unshare, iptables and ss (the cuts are made in a network namespace)",
@@ -34,13 +35,12 @@ pytestmark = [
 @pytest.fixture(scope="module")
 def campaign(tmp_path_factory: pytest.TempPathFactory) -> dict:
     out = tmp_path_factory.mktemp("robot") / "faults.json"
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "faults.py"), "robot", "--quick", "--json", str(out)],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=240,
-    )
+    bench = str(ROOT / "bench" / "faults.py")
+    cmd = [sys.executable, bench, "robot", "--quick", "--json", str(out)]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=240)
+    except subprocess.TimeoutExpired as e:  # a hang is a failure with its log, not a CI timeout
+        pytest.fail(f"the robot campaign hung (240 s):\n{e.stdout!r}\n{e.stderr!r}")
     if not out.exists():
         pytest.fail(f"no JSON (exit {proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     doc = json.loads(out.read_text())["robot"]

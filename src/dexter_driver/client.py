@@ -42,6 +42,7 @@ from dexter_driver.protocol import (
     rad_to_arcsec,
     us_to_s,
 )
+from jitsi_teleop.tasks import cancel_and_wait
 
 __all__ = [
     "ClientConfig",
@@ -187,13 +188,7 @@ class DexterClient:
         tasks, self._tasks = self._tasks, []
         self._stopping = True
         for t in tasks:
-            # asyncio.wait_for (before 3.12) can swallow a cancel that races with its result,
-            # so cancel until the task is really done instead of awaiting it once.
-            while not t.done():
-                t.cancel()
-                await asyncio.wait([t], timeout=0.1)
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                t.result()
+            await cancel_and_wait(t)  # a cancel racing a reply is lost in wait_for (< 3.12)
         self._stopping = False
         if self._conn is not None:
             self._drop(self._conn, "client stopped")

@@ -27,6 +27,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from xml.sax.saxutils import quoteattr
 
+from jitsi_teleop.tasks import cancel_and_wait
+
 log = logging.getLogger(__name__)
 
 NS_STREAM = "http://etherx.jabber.org/streams"
@@ -337,10 +339,7 @@ class XmlStream:
                 log.exception("stream close handler failed")
 
     async def close(self) -> None:
-        if self._task is not None and not self._task.done():
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
+        await cancel_and_wait(self._task)  # its read loop runs under wait_for
         self._finish("closed")
 
 

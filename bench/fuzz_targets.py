@@ -19,6 +19,7 @@ import dataclasses
 import json
 import math
 import struct
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from xml.etree import ElementTree as ET
@@ -35,9 +36,14 @@ from jitsi_teleop.linklocal import stream as lstream
 from jitsi_teleop.linklocal.carrier import LanConfig, LanRoom
 from jitsi_teleop.linklocal.txt import LanPresence
 from jitsi_teleop.links.p2p import DescriptionError, P2PDescription
+from jitsi_teleop.protect import SessionCipher
 from jitsi_teleop.room import discovery
 from jitsi_teleop.room import transport_bosh as bosh
+from jitsi_teleop.room.config import RoomConfig
 from jitsi_teleop.room.occupants import Occupant, TeleopInfo
+from jitsi_teleop.room.room import Room
+from jitsi_teleop.roomlock import MAX_PASSWORD
+from jitsi_teleop.session import PATH_MUC, PATH_P2P, Session, SessionConfig
 
 FuzzFn = Callable[[bytes], None]
 
@@ -702,6 +708,140 @@ def fuzz_config_js(data: bytes) -> None:
         settings.room_config(nick="0000aaaa")
 
 
+# ---------------------------------------------------------------------------------------------
+# a paired session's receive path: sealed frames (data and control) from the peer and others
+
+_SESSION_KEYS = (bytes(range(32)), bytes(range(1, 33)), b"sess")
+_SESSION_STREAMS = (
+    wire.StreamDescriptor(1, "/cmd", "sensor_msgs/msg/JointState", _SAMPLE_HASH),
+    wire.StreamDescriptor(2, "/events", "std_msgs/msg/String", _SAMPLE_HASH, "reliable"),
+)
+_FRAME_OP = struct.Struct(">BHIHH")  # op, stream id, seq, fragment index, fragment count
+
+
+_SESSION_LOOP: asyncio.AbstractEventLoop | None = None
+
+
+def _session_loop() -> asyncio.AbstractEventLoop:
+    global _SESSION_LOOP
+    if _SESSION_LOOP is None:
+        _SESSION_LOOP = asyncio.new_event_loop()
+    return _SESSION_LOOP
+
+
+def _session_op(op: int, stream: int, seq: int, payload: bytes, idx: int = 0, n: int = 1) -> bytes:
+    return _FRAME_OP.pack(op, stream, seq, idx, n) + payload
+
+
+def _session_seeds() -> list[bytes]:
+    ctrl, rel = int(wire.Flags.CONTROL), int(wire.Flags.RELIABLE)
+    descs = b"\0" * 8 + wire.encode_descriptors(_SESSION_STREAMS)
+    big = wire.Frame(2, 0, 0, bytes(range(256)) * 8, wire.Flags.RELIABLE)
+    frags = wire.Fragmenter(700).split(big)
+    return [
+        b"\x00"
+        + _join(
+            _session_op(ctrl | rel, 1, 0, descs),  # the peer's descriptors (CTRL_DESCRIPTORS)
+            _session_op(0, 1, 0, b"state"),  # a latest sample
+            _session_op(rel, 2, 1, b"second"),  # reliable, out of order ...
+            _session_op(rel, 2, 0, b"first"),  # ... then in order
+            _session_op(ctrl | rel, 5, 1, b'["bad topic"]'),  # CTRL_REFUSAL
+            _session_op(ctrl | rel, 6, 2, b"room password"),  # CTRL_ROOM_LOCK
+            _session_op(ctrl, 4, 0, struct.pack(">BHI", 1, 1, 0)),  # CTRL_ACK
+            _session_op(ctrl, 2, 0, bytes(8)),  # CTRL_PING
+            _session_op(0x80, 0, 0, b"\x01garbage that is not a record"),  # raw
+            _session_op(0x40, 1, 1, b"from a stranger"),  # sealed, but not from the peer
+        ),
+        b"\x01"
+        + _join(
+            _session_op(ctrl | rel, 1, 0, descs),
+            *(
+                _session_op(int(f.flags), f.stream_id, f.seq, f.payload, f.frag_index, f.frag_count)
+                for f in frags
+            ),
+        ),
+    ]
+
+
+def fuzz_session(data: bytes) -> None:
+    """A paired Session's receive path (Session._on_record, as both links call it): records
+    sealed with the peer's key (data and control frames of any stream, flags, sequence and
+    fragment fields, on either path), unsealed records, and frames from another occupant.
+    Nothing may escape into the frame handler (``handler_errors``); only described, unrefused
+    streams are delivered, a reliable stream in order from 0, a latest stream only newer;
+    nothing unsealed or foreign is delivered; buffers stay within their bounds."""
+    if not data:
+        return
+    loop = _session_loop()  # the session spawns tasks (cancelled below)
+    room = Room(RoomConfig(room="lab", domain="example.org", tcp_host="127.0.0.1", nick="0000aaaa"))
+    delivered: list[tuple[wire.StreamDescriptor, bytes, int]] = []
+    session: Session | None = None
+
+    def on_receive(d: wire.StreamDescriptor, payload: bytes, info) -> None:
+        assert session is not None
+        assert session._remote.get(d.stream_id) == d, "delivered a stream the peer never described"
+        assert d.stream_id not in session._refused, "delivered a refused stream"
+        delivered.append((d, bytes(payload), info.seq))
+
+    expected = list(_SESSION_STREAMS) if data[0] & 1 else None
+    role = "leader" if data[0] & 2 else "follower"
+    session = Session(
+        room, SessionConfig(), _secret(), role, [], expected=expected, on_receive=on_receive
+    )
+    send_key, recv_key, tag = _SESSION_KEYS
+    session._peer = "peer"
+    session._cipher = SessionCipher(send_key, recv_key, tag)
+    peer = SessionCipher(recv_key, send_key, tag)
+    stranger = SessionCipher(bytes(32), bytes(range(2, 34)), tag)
+    sealed: set[bytes] = set()
+    fragments = False
+    now_us = time.monotonic_ns() // 1000
+
+    async def feed() -> None:
+        nonlocal fragments
+        session._send_descriptors()  # one reliable frame of ours awaiting the peer's ack
+        for op in _chunks(data[1:], limit=64):
+            path = PATH_P2P if len(op) and op[0] & 0x08 else PATH_MUC
+            if len(op) < _FRAME_OP.size or op[0] & 0x80:  # an unsealed record
+                session._on_record(path, "peer", op[1:])
+                continue
+            code, sid, seq, idx, n = _FRAME_OP.unpack_from(op)
+            payload = op[_FRAME_OP.size :]
+            ts = (now_us, 0, now_us + 10**9, max(0, now_us - 10**9))[(code >> 4) & 3]
+            frame = wire.Frame(sid, seq, ts, payload, wire.Flags(code & 7), idx, n)
+            foreign = bool(code & 0x40)
+            try:
+                record = (stranger if foreign else peer).seal(frame)
+            except (wire.WireError, protect.ProtectError):
+                continue  # not a frame a peer could seal: nothing to deliver
+            if not foreign:
+                sealed.add(payload)
+                fragments |= frame.is_fragment
+            session._on_record(path, "peer", record)
+        await asyncio.sleep(0)
+
+    try:
+        loop.run_until_complete(feed())
+    finally:
+        for task in list(session._background):
+            task.cancel()
+        loop.run_until_complete(asyncio.sleep(0))
+    assert not session.counters.get("handler_errors"), f"handler error: {session.counters}"
+    last: dict[int, int] = {}
+    for d, payload, seq in delivered:
+        assert fragments or payload in sealed, "delivered a payload the peer never sealed"
+        if d.delivery == "reliable":
+            assert seq == last.get(d.stream_id, -1) + 1, "reliable stream out of order"
+        else:
+            assert d.stream_id not in last or wire.seq_newer(seq, last[d.stream_id]), "older"
+        last[d.stream_id] = seq
+    for rx in session._rx_rel.values():
+        assert len(rx.held) <= session.config.max_reorder, "reorder buffer over its bound"
+    assert len(session.peer_refusals) <= 1024
+    password = room.config.password  # what we would present when we rejoin
+    assert password is None or len(password) <= MAX_PASSWORD, "room password over its bound"
+
+
 _NUMBERS = (b"inf", b"-inf", b"nan", b"1e999", b"-0", b"9" * 30, b"4294967296", b"-1", b"0x10")
 _JSON = (b"[", b"]", b"{", b"}", b'"', b":", b",", b"null", b"true", b"[[[[[[[[", b"\\u0000")
 _XML = (b"<", b"/>", b"</", b"='", b'="', b"xmlns=", b"&amp;", b"<![CDATA[", b"<?xml ?>", b"<!--")
@@ -817,6 +957,13 @@ TARGETS: dict[str, Target] = {
             _chat_seeds,
         ),
         Target(
+            "session_receive",
+            "session.Session._on_record: open, reassemble, control and data frames",
+            fuzz_session,
+            (),
+            _session_seeds,
+        ),
+        Target(
             "config_js",
             "room.discovery.settings_from_config_js + RoomConfig",
             fuzz_config_js,
@@ -893,6 +1040,7 @@ _DICTS = {
         b"<!--#",
         b"https://",
     ),
+    "session_receive": (*_JSON, b'"stream_id"', b'"topic"', b'"delivery"', b'"reliable"'),
     "config": _YAML + _NUMBERS + (b"qos:", b"depth:", b"jitsi-teleop-key-v1 "),
 }
 for _name, _words in _DICTS.items():

@@ -108,3 +108,25 @@ def test_a_run_of_some_targets_replaces_only_their_figures(tmp_path: Path) -> No
     assert second["targets"][0] == first["targets"][0]
     assert second["total_inputs"] == sum(t["inputs"] for t in second["targets"])
     assert all(t["inputs"] > 0 and t["date"] for t in second["targets"])
+
+
+def test_session_target_reaches_delivery(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The session target's seeds get past opening, reassembly and the descriptor check to
+    delivery (a latest sample, a reliable stream put back in order, a reassembled frame): a
+    target that never delivers would fuzz only the refusals."""
+    from jitsi_teleop.session import Session
+
+    seen: list[tuple[int, int, bytes]] = []
+    deliver = Session._deliver
+
+    def spy(self, d, frame, path, latency):
+        seen.append((d.stream_id, frame.seq, frame.payload))
+        return deliver(self, d, frame, path, latency)
+
+    monkeypatch.setattr(Session, "_deliver", spy)
+    target = fuzz_targets.TARGETS["session_receive"]
+    for seed in target.seeds():
+        target.fn(seed)
+    assert (1, 0, b"state") in seen
+    assert [p for s, _, p in seen if s == 2][:2] == [b"first", b"second"]
+    assert any(len(p) == 2048 for _, _, p in seen)  # the fragmented frame, whole

@@ -20,6 +20,8 @@ sys.path.insert(0, str(HERE))
 
 #: the campaign's parts, in the order ``all`` runs them (each module has ``add_parser(sub)``)
 PARTS = ["fuzz", "cuts", "server", "robot", "soak"]
+#: the runs ``all`` makes of a part (default: one, with no options): cuts on both fast paths
+RUNS = {"cuts": [[], ["--nat", "symmetric"]]}
 
 
 def _run_all(args: argparse.Namespace) -> int:
@@ -30,10 +32,12 @@ def _run_all(args: argparse.Namespace) -> int:
         return 2
     failed = []
     for part in args.parts or PARTS:
-        print(f"\n=== faults: {part} ===", flush=True)
-        rc = subprocess.call([sys.executable, str(HERE / "faults.py"), part])
-        if rc:
-            failed.append(f"{part} (exit {rc})")
+        for opts in RUNS.get(part, [[]]):
+            label = " ".join([part, *opts])
+            print(f"\n=== faults: {label} ===", flush=True)
+            rc = subprocess.call([sys.executable, str(HERE / "faults.py"), part, *opts])
+            if rc:
+                failed.append(f"{label} (exit {rc})")
     if failed:
         print(f"\nparts that failed: {', '.join(failed)}")
     return 1 if failed else 0

@@ -35,6 +35,11 @@ from faults_common import DEFAULT_JSON, print_table, stamp, write_section
 RATE_HZ = 500.0
 RELIABLE_HZ = 20.0
 GOAL_TO_ROOM_P99_S = 0.5
+#: --nat: the NATs of both sites, and the fast path they leave (symmetric: the TURN relay)
+NATS = {
+    "cone": "port-restricted cone / port-restricted cone",
+    "symmetric": "symmetric / symmetric (fast path through TURN)",
+}
 #: with no cut: (one-way delay ms, jitter ms, loss) on every forwarded packet
 FALSE_CASES = [(20.0, 10.0, 0.01), (20.0, 10.0, 0.05)]
 
@@ -237,15 +242,21 @@ async def campaign(
     back_timeout: float = 60.0,
     session: dict[str, Any] | None = None,
     out: Any = print,
+    nat: str = "cone",
 ) -> dict[str, Any]:
+    """``nat``: ``cone`` (port-restricted both: the fast path is direct) or ``symmetric`` (both:
+    no direct pair works, the fast path goes through the TURN relay, whose UDP the cut drops
+    as well)."""
     from jitsi_teleop.netlab.lab import Lab, LabConfig
     from jitsi_teleop.session import SessionConfig
 
     rng = random.Random(seed)
     plan = [(rng.uniform(0.5, 3.0), rng.uniform(min_s, max_s)) for _ in range(cuts)]
+    if nat not in NATS:
+        raise ValueError(f"nat must be one of {', '.join(NATS)}")
     cfg = LabConfig(
-        "cone",
-        "cone",
+        nat,
+        nat,
         rate_hz=RATE_HZ,
         both_ways=True,
         reliable_hz=RELIABLE_HZ,
@@ -263,7 +274,7 @@ async def campaign(
         "probe_interval_s": sc.probe_interval,
         "failover_bound_s": sc.failover_bound,
         "goal_to_room_p99_s": GOAL_TO_ROOM_P99_S,
-        "nat": "port-restricted cone / port-restricted cone",
+        "nat": NATS[nat],
     }
     results: list[Cut] = []
     async with Lab(cfg) as lab:
@@ -271,6 +282,8 @@ async def campaign(
         if r.fast_s is None:
             raise RuntimeError("no fast path to cut")
         doc["path"] = r.path
+        if nat == "symmetric" and r.path != "relay":  # else the harness is not what it says
+            raise RuntimeError(f"behind symmetric NATs the fast path is {r.path}, not relay")
         if await _wait(lab, _fast_flowing(time.monotonic() + 0.5), 30) is None:
             raise RuntimeError("the fast path carries no traffic")
         rows = []
@@ -402,6 +415,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--false-seconds", type=float, default=120.0, help="no-cut run per impairment, s"
     )
     p.add_argument("--failover-after", type=float, default=None, help="SessionConfig override")
+    p.add_argument(
+        "--nat",
+        choices=sorted(NATS),
+        default="cone",
+        help="cone: direct fast path (section 'cuts'); symmetric: through TURN ('cuts_relay')",
+    )
     p.add_argument("--quick", action="store_true", help="CI: 5 cuts of 0.05-2 s, 10 s no-cut")
     p.add_argument("--json", default=str(DEFAULT_JSON), help="'' to write nothing")
     p.set_defaults(run=_run)
@@ -420,13 +439,23 @@ def _run(args: argparse.Namespace) -> int:
     # SIGTERM ends the run as an exit, so the namespaces are torn down (atexit) like on ^C
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     doc = asyncio.run(
-        campaign(args.cuts, args.seed, args.min_s, args.max_s, args.false_seconds, 60.0, session)
+        campaign(
+            args.cuts,
+            args.seed,
+            args.min_s,
+            args.max_s,
+            args.false_seconds,
+            60.0,
+            session,
+            nat=args.nat,
+        )
     )
     doc["quick"] = args.quick
     doc["command"] = "python bench/faults.py " + " ".join(sys.argv[1:])
     print_summary(doc)
     if args.json:
-        write_section(Path(args.json), "cuts", doc)
-        print(f"\nwrote the cuts section of {args.json}")
+        section = "cuts" if args.nat == "cone" else "cuts_relay"
+        write_section(Path(args.json), section, doc)
+        print(f"\nwrote the {section} section of {args.json}")
     ok = doc["reliable_lost"] == 0 and doc["stale_delivered"] == 0
     return 0 if ok and doc["came_back"] == doc["cuts"] else 1

@@ -56,3 +56,21 @@ async def test_quick_cut_campaign_loses_nothing_and_always_comes_back():
     for row in doc["false_failovers"]:
         assert row["false_failovers"] == 0, row
         assert row["stale_delivered"] == 0 and row["reliable_lost"] == 0, row
+
+
+async def test_quick_cuts_of_the_relayed_path_lose_nothing_and_come_back():
+    """Behind symmetric NATs the fast path goes through TURN; the cut drops the relay's UDP
+    too. The same guarantees hold: failover, nothing lost or stale, back on the relay."""
+    bound = SessionConfig().failover_bound
+    doc = await faults_cuts.campaign(
+        cuts=3, seed=1, min_s=0.05, max_s=2.0, false_seconds=0.0, back_timeout=60.0, nat="symmetric"
+    )
+    cuts = doc["per_cut"]
+    assert doc["path"] == "relay", doc["path"]
+    assert doc["reliable_lost"] == 0 and doc["reliable"]["missing_at_end"] == 0, doc["reliable"]
+    assert doc["stale_delivered"] == 0, doc["stale_examples"]
+    assert all(c["came_back"] for c in cuts), cuts
+    long_cuts = [c for c in cuts if c["length_s"] > bound + 0.1]
+    assert long_cuts, "the seeded plan must cut longer than the failover bound"
+    for c in long_cuts:
+        assert c["failed_over"] and c["back_s"] is not None and c["to_hold_s"] is not None, c

@@ -441,6 +441,9 @@ async def test_trickled_candidates_host_first_then_relay_and_a_slow_turn_does_no
             later = [ln for _, lines, _ in sent["a"] for ln in lines]
             assert any(" typ relay" in ln for ln in later)
             assert all(" typ relay" in ln or " typ srflx" in ln for ln in later)
+            # each trickled batch reaches the peer in a task of its own: wait for them (the
+            # check ran before the last one had been taken in, once in ~20 CI runs)
+            await asyncio.gather(*tasks)
             assert any(c.type == "relay" for c in b._agent.remote_candidates)
             await stream(a, b)
         finally:
